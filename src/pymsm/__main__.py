@@ -1,0 +1,5 @@
+import sys
+
+from pymsm.cli import main
+
+sys.exit(main())
