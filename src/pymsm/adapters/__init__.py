@@ -1,0 +1,1 @@
+"""Thin translations between a host (WSGI, ASGI, Flask, Django) and the session manager."""

@@ -1,0 +1,173 @@
+"""Codecs turn session attributes (a dict) into bytes and back.
+
+`json` (the default) tags the types JSON lacks, in the manner of Flask's tagged JSON: a one-key
+object whose key starts with a space, e.g. `{" dt": "2024-05-01T12:00:00+00:00"}`. `msgpack`
+carries the same types as extension types. `pickle` can run code when read, so it is only offered
+with a `secret_key`, and records are verified (HMAC) before they are unpickled (see records.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import pickle
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pymsm.exceptions import CodecError, ConfigError, RecordError
+
+Attributes = dict[str, Any]
+
+
+class Codec(Protocol):
+    name: str
+    id: int
+    needs_signature: bool
+
+    def encode(self, attributes: Attributes) -> bytes: ...
+    def decode(self, data: bytes) -> Attributes: ...
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+# tag -> (type, to JSON-able, from JSON-able); order matters: datetime is a date subclass
+_TAGS: list[tuple[str, type, Callable[[Any], Any], Callable[[Any], Any]]] = [
+    (" dt", dt.datetime, lambda v: v.isoformat(), dt.datetime.fromisoformat),
+    (" d", dt.date, lambda v: v.isoformat(), dt.date.fromisoformat),
+    (" u", uuid.UUID, lambda v: v.hex, uuid.UUID),
+    (" dec", Decimal, str, Decimal),
+    (" b", bytes, lambda v: base64.b64encode(v).decode(), base64.b64decode),
+    (" s", set, lambda v: [_tag(x) for x in v], lambda v: set(v)),
+    (" fs", frozenset, lambda v: [_tag(x) for x in v], lambda v: frozenset(v)),
+    (" t", tuple, lambda v: [_tag(x) for x in v], tuple),
+]
+_FROM_TAG = {tag: load for tag, _, _, load in _TAGS}
+_ESCAPE = " di"  # a real one-key dict whose key starts with a space
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        tagged = {_check_key(k): _tag(v) for k, v in value.items()}
+        if len(tagged) == 1 and next(iter(tagged)).startswith(" "):
+            return {_ESCAPE: tagged}
+        return tagged
+    if isinstance(value, list):
+        return [_tag(v) for v in value]
+    for tag, cls, dump, _ in _TAGS:
+        if isinstance(value, cls):
+            return {tag: dump(value)}
+    raise CodecError(
+        f"the json codec cannot store {type(value).__name__} values; store plain data, "
+        "or choose codec='pickle' with a secret_key"
+    )
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise CodecError(f"the json codec needs string dict keys, not {type(key).__name__} {key!r}")
+    return key
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        ((key, value),) = obj.items()
+        if key == _ESCAPE:
+            return value
+        load = _FROM_TAG.get(key)
+        if load is not None:
+            return load(value)
+    return obj
+
+
+class JsonCodec:
+    name = "json"
+    id = 1
+    needs_signature = False
+
+    def encode(self, attributes: Attributes) -> bytes:
+        return json.dumps(_tag(attributes), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, data: bytes) -> Attributes:
+        try:
+            obj = json.loads(data, object_hook=_untag)
+        except (ValueError, TypeError) as exc:
+            raise RecordError(f"json attributes do not decode: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise RecordError("json attributes are not an object")
+        return obj
+
+
+class MsgpackCodec:
+    name = "msgpack"
+    id = 2
+    needs_signature = False
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                "codec='msgpack' needs msgpack: pip install 'pymsm[msgpack]'"
+            ) from exc
+        self._msgpack = msgpack
+
+    def encode(self, attributes: Attributes) -> bytes:
+        # msgpack has no native set/tuple/datetime: reuse the JSON tagging, which is lossless
+        data: bytes = self._msgpack.packb(_tag(attributes), use_bin_type=True)
+        return data
+
+    def decode(self, data: bytes) -> Attributes:
+        try:
+            obj = self._msgpack.unpackb(data, raw=False, object_hook=_untag, strict_map_key=True)
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise RecordError(f"msgpack attributes do not decode: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise RecordError("msgpack attributes are not a map")
+        return obj
+
+
+class PickleCodec:
+    """Only ever given bytes whose HMAC verified (records.py checks before calling decode)."""
+
+    name = "pickle"
+    id = 3
+    needs_signature = True
+
+    def encode(self, attributes: Attributes) -> bytes:
+        try:
+            return pickle.dumps(attributes, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise CodecError(f"pickle cannot store the session: {exc}") from exc
+
+    def decode(self, data: bytes) -> Attributes:
+        try:
+            obj = pickle.loads(data)
+        except Exception as exc:
+            raise RecordError(f"pickled attributes do not load: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise RecordError("pickled attributes are not a dict")
+        return obj
+
+
+CODECS: dict[str, type[JsonCodec] | type[MsgpackCodec] | type[PickleCodec]] = {
+    "json": JsonCodec,
+    "msgpack": MsgpackCodec,
+    "pickle": PickleCodec,
+}
+
+
+def codec_by_name(name: str, secret_key: bytes | None) -> Codec:
+    cls = CODECS.get(name)
+    if cls is None:
+        raise ConfigError(f"codec: unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+    if cls.needs_signature and not secret_key:
+        raise ConfigError(
+            "codec='pickle' can run code when read, so it needs secret_key (records are signed "
+            "and verified before unpickling); set secret_key or use codec='json'"
+        )
+    return cls()

@@ -1,0 +1,86 @@
+"""Session ids: `<base>-<nodeId>[.<route>]`, as MSM and Tomcat write them.
+
+`base` is 32 upper-case hex characters (128 bits from `secrets`). The node id names the cache node
+holding the session; the route names the app node a sticky load balancer should pick. Ids are
+checked against a strict pattern before any store key is built from them (no key injection).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, replace
+
+from pymsm.exceptions import InvalidSessionId
+
+BASE_LENGTH = 32
+MAX_NODE_ID_LENGTH = 32
+MAX_ROUTE_LENGTH = 64
+MAX_ID_LENGTH = BASE_LENGTH + 1 + MAX_NODE_ID_LENGTH + 1 + MAX_ROUTE_LENGTH
+
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_]{1,32}")
+ROUTE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_PATTERN = re.compile(
+    r"([0-9A-F]{32})(?:-([A-Za-z0-9_]{1,32}))?(?:\.([A-Za-z0-9_-]{1,64}))?", re.ASCII
+)
+
+
+def new_base() -> str:
+    return secrets.token_hex(BASE_LENGTH // 2).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionId:
+    """A parsed, valid session id. `str(sid)` gives the wire form."""
+
+    base: str
+    node: str | None = None
+    route: str | None = None
+
+    @classmethod
+    def new(cls, node: str | None = None, route: str | None = None) -> SessionId:
+        return cls(new_base(), node, route)
+
+    @classmethod
+    def parse(cls, text: str) -> SessionId:
+        """Parse a client-sent id. Raises InvalidSessionId for anything off the strict pattern."""
+        if not isinstance(text, str) or len(text) > MAX_ID_LENGTH:
+            raise InvalidSessionId("session id is not a string of at most 130 characters")
+        match = _ID_PATTERN.fullmatch(text)
+        if match is None:
+            raise InvalidSessionId(f"malformed session id {text[:40]!r}")
+        return cls(match[1], match[2], match[3])
+
+    def __post_init__(self) -> None:
+        if len(self.base) != BASE_LENGTH or not _is_upper_hex(self.base):
+            raise InvalidSessionId(
+                f"session id base must be 32 upper-case hex digits: {self.base!r}"
+            )
+        if self.node is not None and not NODE_ID_PATTERN.fullmatch(self.node):
+            raise InvalidSessionId(f"invalid node id {self.node!r}")
+        if self.route is not None and not ROUTE_PATTERN.fullmatch(self.route):
+            raise InvalidSessionId(f"invalid route {self.route!r}")
+
+    def __str__(self) -> str:
+        text = self.base
+        if self.node is not None:
+            text += "-" + self.node
+        if self.route is not None:
+            text += "." + self.route
+        return text
+
+    def with_node(self, node: str | None) -> SessionId:
+        """Relocation: the session moved to another cache node."""
+        return replace(self, node=node)
+
+    def with_route(self, route: str | None) -> SessionId:
+        """Takeover: another app node serves the session now."""
+        return replace(self, route=route)
+
+    def rotated(self) -> SessionId:
+        """A new base with the same node and route (rotate on login against fixation)."""
+        return replace(self, base=new_base())
+
+
+def _is_upper_hex(text: str) -> bool:
+    return all(c in "0123456789ABCDEF" for c in text)

@@ -1,0 +1,82 @@
+"""The store operations flows yield. A driver runs each on the store of `op.node` and sends back
+the result, or the StoreError it raised (flows decide what a failure means; stores never do)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Multi-get in one round trip -> {key: value} for the keys present."""
+
+    node: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    """Store unconditionally -> None. `noreply` does not wait (and cannot see errors)."""
+
+    node: str
+    key: str
+    value: bytes
+    ttl: int
+    noreply: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """Store only if absent -> bool (stored)."""
+
+    node: str
+    key: str
+    value: bytes
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """Store only if present -> bool (stored). A session deleted meanwhile is not resurrected."""
+
+    node: str
+    key: str
+    value: bytes
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete -> bool (was present); None with noreply."""
+
+    node: str
+    key: str
+    noreply: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Set a new lifetime -> bool (was present); None with noreply."""
+
+    node: str
+    key: str
+    ttl: int
+    noreply: bool = False
+
+
+def call_args(op: Op) -> tuple[str, tuple[Any, ...]]:
+    """The store method and its arguments for `op`: one table for the sync and async drivers."""
+    if isinstance(op, Get):
+        return "get_many", (op.keys,)
+    if isinstance(op, Set):
+        return "set", (op.key, op.value, op.ttl, op.noreply)
+    if isinstance(op, Add | Replace):
+        return ("add" if isinstance(op, Add) else "replace"), (op.key, op.value, op.ttl)
+    if isinstance(op, Delete):
+        return "delete", (op.key, op.noreply)
+    return "touch", (op.key, op.ttl, op.noreply)
+
+
+Op: TypeAlias = Get | Set | Add | Replace | Delete | Touch
+Result: TypeAlias = Any
