@@ -105,6 +105,28 @@ class MemcachedStore:
         result: dict[str, bytes] = self._call(client.get_many, keys)
         return result
 
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
+        client = self._client()
+        result: dict[str, tuple[bytes, bytes]] = self._call(client.gets_many, keys)
+        return result
+
+    def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
+        self._check_size(key, value)
+        client = self._client()
+        result: bool | None = self._call(
+            client.cas, key, value, token, memcached_ttl(ttl, self.clock()), noreply=False
+        )
+        return result
+
+    def delete_if(self, key: str, value: bytes) -> bool:
+        """gets, compare, then meta-delete with the CAS unique: atomic on memcached >= 1.6."""
+        client = self._client()
+        found = self._call(client.gets, key)
+        if found is None or found[0] != value:
+            return False
+        reply = self._call(client.raw_command, f"md {key} C{found[1].decode()}", b"\r\n")
+        return bytes(reply).startswith(b"HD")
+
     def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
         self._check_size(key, value)
         client = self._client()

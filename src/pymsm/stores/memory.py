@@ -27,6 +27,8 @@ class MemoryStore:
         self.clock = clock
         self.item_size_limit = item_size_limit
         self.items: dict[str, tuple[bytes, float]] = {}
+        self.versions: dict[str, int] = {}
+        self._version = 0
         self.down = False
         self.calls: dict[str, int] = {}
         self._failures: list[StoreError] = []
@@ -59,12 +61,38 @@ class MemoryStore:
                 f"{self.name}: {len(value)} bytes is over the item size limit", self.name
             )
         self.items[key] = (bytes(value), self.clock() + ttl if ttl > 0 else 0.0)
+        self._version += 1
+        self.versions[key] = self._version
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         with self._lock:
             self._enter("get_many")
             found = {k: self._live(k) for k in keys}
             return {k: v for k, v in found.items() if v is not None}
+
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+        with self._lock:
+            self._enter("gets_many")
+            found = {k: self._live(k) for k in keys}
+            return {k: (v, self.versions[k]) for k, v in found.items() if v is not None}
+
+    def cas(self, key: str, value: bytes, ttl: int, token: int) -> bool | None:
+        with self._lock:
+            self._enter("cas")
+            if self._live(key) is None:
+                return None
+            if self.versions[key] != token:
+                return False
+            self._put(key, value, ttl)
+            return True
+
+    def delete_if(self, key: str, value: bytes) -> bool:
+        with self._lock:
+            self._enter("delete_if")
+            if self._live(key) != value:
+                return False
+            del self.items[key]
+            return True
 
     def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
         with self._lock:
@@ -115,6 +143,15 @@ class AsyncMemoryStore:
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         return self.sync.get_many(keys)
+
+    async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+        return self.sync.gets_many(keys)
+
+    async def cas(self, key: str, value: bytes, ttl: int, token: int) -> bool | None:
+        return self.sync.cas(key, value, ttl, token)
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return self.sync.delete_if(key, value)
 
     async def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
         self.sync.set(key, value, ttl, noreply)
