@@ -95,7 +95,7 @@ class JsonCodec:
     def decode(self, data: bytes) -> Attributes:
         try:
             obj = json.loads(data, object_hook=_untag)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             raise RecordError(f"json attributes do not decode: {exc}") from exc
         if not isinstance(obj, dict):
             raise RecordError("json attributes are not an object")

@@ -69,6 +69,20 @@ class Validity:
         return cls(*_VALIDITY.unpack(data))
 
 
+MAX_PAYLOAD = 64 * 1024 * 1024  # a corrupt or hostile record must not inflate without bound
+
+
+def _decompress(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(data, MAX_PAYLOAD)
+    except zlib.error as exc:
+        raise RecordError(f"compressed payload is corrupt: {exc}") from exc
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise RecordError("compressed payload is truncated or inflates past 64 MiB")
+    return payload
+
+
 class RecordFormat:
     """Encodes and decodes records: compression above a threshold, HMAC signing with key rotation.
 
@@ -121,10 +135,7 @@ class RecordFormat:
             raise SignatureError("record is not signed but its codec needs a verified signature")
         payload = data[HEADER_SIZE:end]
         if flags & FLAG_COMPRESSED:
-            try:
-                payload = zlib.decompress(payload)
-            except zlib.error as exc:
-                raise RecordError(f"compressed payload is corrupt: {exc}") from exc
+            payload = _decompress(payload)
         return Record(codec_id, created, written, max_inactive, payload)
 
     def _verify(self, signed: bytes, signature: bytes) -> None:

@@ -1,0 +1,279 @@
+"""The manager and its flows against memory stores: logic only (failover claims are proven
+against real memcached in tests/integration)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pymsm import SessionManager
+from pymsm.core.flows import Keys
+from pymsm.exceptions import StoreTimeout
+from pymsm.stores.memory import MemoryStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def cluster(clock: Clock, count: int = 2, **settings: object) -> tuple[SessionManager, dict[str, MemoryStore]]:
+    stores = {f"n{i}": MemoryStore(f"n{i}", clock=clock) for i in range(1, count + 1)}
+    nodes = ",".join(f"n{i}:127.0.0.1:{i}" for i in range(1, count + 1))
+    settings.setdefault("max_inactive_interval", 600)
+    manager = SessionManager(memcached_nodes=nodes, stores=stores, clock=clock, **settings)  # type: ignore[arg-type]
+    return manager, stores
+
+
+def stored_session(manager: SessionManager, **data: object) -> str:
+    session = manager.open(None)
+    session.update(data)
+    assert manager.save(session).status == "stored"
+    return session.id
+
+
+def test_a_new_session_is_stored_only_when_written(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    session = manager.open(None)
+    assert session.get("x") is None
+    assert manager.save(session).status == "skipped"
+    assert manager.set_cookie(session, None) is None
+    assert all(not s.items for s in stores.values())
+
+
+def test_record_validity_and_backup_land_where_the_id_says(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    session = manager.open(None)
+    session["user"] = "ann"
+    manager.save(session)
+    cookie = manager.set_cookie(session, None)
+    assert cookie is not None and cookie.startswith(f"MSMSESSIONID={session.id};")
+    primary, backup = session.sid.node, ({"n1", "n2"} - {session.sid.node}).pop()
+    keys = Keys.of("", session.sid)
+    assert set(stores[primary].items) == {keys.record, keys.validity}
+    assert set(stores[backup].items) == {keys.backup, keys.backup_validity}
+    assert stores[primary].items[keys.record][0] == stores[backup].items[keys.backup][0]
+
+
+def test_unchanged_requests_write_only_validity(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, user="ann")
+    before = {k: v[0] for s in stores.values() for k, v in s.items.items() if "validity" not in k}
+    clock.now += 5
+    session = manager.load(sid)
+    assert session["user"] == "ann"
+    assert manager.save(session).status == "unchanged"
+    after = {k: v[0] for s in stores.values() for k, v in s.items.items() if "validity" not in k}
+    assert before == after
+    again = manager.load(sid)
+    assert again.last_accessed == pytest.approx(clock.now)
+
+
+def test_in_place_changes_of_nested_values_are_saved(clock: Clock) -> None:
+    manager, _ = cluster(clock)
+    sid = stored_session(manager, cart=[1])
+    session = manager.load(sid)
+    session["cart"].append(2)
+    assert manager.save(session).status == "stored"
+    assert manager.load(sid)["cart"] == [1, 2]
+
+
+def test_the_record_is_rewritten_once_half_its_idle_time_passed(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    clock.now += 301
+    session = manager.load(sid)
+    assert session["a"] == 1
+    assert manager.save(session).status == "stored"
+    clock.now += 599  # would have expired from the first write's lifetime, not from the last use
+    assert manager.load(sid)["a"] == 1
+
+
+def test_primary_down_loads_the_backup_and_rehomes_with_a_new_id(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, user="ann")
+    old_node = sid.split("-")[1]
+    stores[old_node].down = True
+    session = manager.load(sid)
+    assert session["user"] == "ann"
+    assert session.sid.node != old_node and session.sid.base == sid.split("-")[0]
+    assert manager.set_cookie(session, sid) == manager.set_cookie(session, None)
+    new_keys, old_keys = Keys.of("", session.sid), Keys.of("", manager.parse_id(sid))  # type: ignore[arg-type]
+    home = stores[session.sid.node]
+    assert new_keys.record in home.items and old_keys.backup not in home.items
+    manager.save(session)
+    stores[old_node].down = False
+    # the old primary came back: it is the new session's backup node again
+    clock.now += 30
+    manager.health.succeeded(old_node, clock.now)
+    assert manager.load(session.id)["user"] == "ann"
+
+
+def test_a_restarted_primary_is_refilled_from_the_backup(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, user="ann")
+    primary = stores[sid.split("-")[1]]
+    primary.items.clear()  # restarted empty
+    session = manager.load(sid)
+    assert session.id == sid and session["user"] == "ann"
+    assert Keys.of("", session.sid).record in primary.items
+
+
+def test_backup_search_is_bounded(clock: Clock) -> None:
+    manager, stores = cluster(clock, count=5)
+    sid = stored_session(manager, a=1)
+    node = sid.split("-")[1]
+    for store in stores.values():
+        store.items.clear()
+        store.calls.clear()
+    stores[node].down = True
+    session = manager.load(sid)
+    assert session.load_status == "unavailable" and session.id != sid
+    lookups = sum(s.calls.get("get_many", 0) for name, s in stores.items() if name != node)
+    assert lookups == 2
+
+
+def test_an_unknown_id_is_never_adopted(clock: Clock) -> None:
+    manager, _ = cluster(clock)
+    forged = "0123456789ABCDEF0123456789ABCDEF-n1"
+    session = manager.load(forged)
+    assert session.id != forged and session.load_status == "missing"
+    session["x"] = 1
+    manager.save(session)
+    assert manager.set_cookie(session, forged) is not None
+
+
+@pytest.mark.parametrize("cookie", ["nope", "A" * 500, "0123456789ABCDEF0123456789ABCDEF-n1\r\nflush_all"])
+def test_malformed_cookies_start_a_new_session_with_a_log_line(
+    clock: Clock, cookie: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, stores = cluster(clock)
+    with caplog.at_level(logging.INFO, "pymsm"):
+        session = manager.load(cookie)
+    assert session.is_new and "malformed" in caplog.text or "ignoring" in caplog.text
+    assert all(not s.calls for s in stores.values())
+
+
+def test_a_corrupt_record_is_left_alone_and_a_new_session_served(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    store = stores[sid.split("-")[1]]
+    key = Keys.of("", manager.parse_id(sid)).record  # type: ignore[arg-type]
+    store.items[key] = (b"garbage that is long enough for a header", 0.0)
+    with caplog.at_level(logging.WARNING, "pymsm"):
+        session = manager.load(sid)
+    assert session.load_status == "corrupt" and "bad magic" in caplog.text
+    session["b"] = 2
+    manager.save(session)
+    assert store.items[key][0] == b"garbage that is long enough for a header"
+
+
+def test_expired_sessions_are_deleted_and_never_served(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    clock.now += 601
+    stores["n1"].clock = stores["n2"].clock = lambda: 0.0  # the store still holds the items
+    session = manager.load(sid)
+    assert session.load_status == "expired" and "a" not in session
+    assert all(not s.items for s in stores.values())
+
+
+def test_invalidate_deletes_every_copy_and_the_cookie(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    session = manager.load(sid)
+    session.invalidate()
+    manager.save(session)
+    assert all(not s.items for s in stores.values())
+    assert "Max-Age=0" in (manager.set_cookie(session, sid) or "")
+    assert manager.load(sid).load_status == "missing"
+
+
+def test_rotate_moves_the_data_to_a_new_id(clock: Clock) -> None:
+    manager, _ = cluster(clock)
+    sid = stored_session(manager, a=1)
+    session = manager.load(sid)
+    session.rotate_id()
+    manager.save(session)
+    assert session.id != sid
+    assert manager.load(sid).load_status == "missing"
+    assert manager.load(session.id)["a"] == 1
+
+
+def test_a_session_deleted_meanwhile_is_not_resurrected(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    slow = manager.load(sid)
+    slow["b"] = 2
+    logout = manager.load(sid)
+    logout.invalidate()
+    manager.save(logout)
+    assert manager.save(slow).status == "gone"
+    assert all(not s.items for s in stores.values())
+
+
+def test_too_large_sessions_keep_the_stored_version(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    session = manager.load(sid)
+    session["big"] = "x" * (2 * 1024 * 1024)
+    with caplog.at_level(logging.ERROR, "pymsm"):
+        assert manager.save(session).status == "failed"
+    assert "too large" in caplog.text
+    assert dict(manager.load(sid)) == {"a": 1}
+
+
+def test_all_nodes_down_serves_a_fresh_session_without_cookie(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    for store in stores.values():
+        store.down = True
+    with caplog.at_level(logging.WARNING, "pymsm"):
+        session = manager.load(sid)
+        session["b"] = 2
+        assert manager.save(session).status == "failed"
+    assert session.load_status == "unavailable"
+    assert manager.set_cookie(session, sid) is None
+    for store in stores.values():
+        store.down = False
+    clock.now += 60
+    assert dict(manager.load(sid)) == {"a": 1}
+
+
+def test_a_timeout_on_the_primary_write_relocates(clock: Clock) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    session = manager.load(sid)
+    session["a"] = 2
+    stores[session.sid.node].fail_next(1, StoreTimeout("slow", session.sid.node))
+    assert manager.save(session).status == "stored"
+    assert session.id != sid
+    assert manager.load(session.id)["a"] == 2
+
+
+def test_attribute_filter_stores_only_matching_names(clock: Clock) -> None:
+    manager, _ = cluster(clock, session_attribute_filter=r"user|cart")
+    session = manager.open(None)
+    session.update(user="ann", cart=[1], scratch="big")
+    manager.save(session)
+    assert dict(manager.load(session.id)) == {"user": "ann", "cart": [1]}
+
+
+def test_never_expiring_sessions(clock: Clock) -> None:
+    manager, stores = cluster(clock, max_inactive_interval=0)
+    sid = stored_session(manager, a=1)
+    clock.now += 10 * 365 * 86400
+    assert manager.load(sid)["a"] == 1
