@@ -26,7 +26,9 @@ def clock() -> Clock:
     return Clock()
 
 
-def cluster(clock: Clock, count: int = 2, **settings: object) -> tuple[SessionManager, dict[str, MemoryStore]]:
+def cluster(
+    clock: Clock, count: int = 2, **settings: object
+) -> tuple[SessionManager, dict[str, MemoryStore]]:
     stores = {f"n{i}": MemoryStore(f"n{i}", clock=clock) for i in range(1, count + 1)}
     nodes = ",".join(f"n{i}:127.0.0.1:{i}" for i in range(1, count + 1))
     settings.setdefault("max_inactive_interval", 600)
@@ -152,14 +154,16 @@ def test_an_unknown_id_is_never_adopted(clock: Clock) -> None:
     assert manager.set_cookie(session, forged) is not None
 
 
-@pytest.mark.parametrize("cookie", ["nope", "A" * 500, "0123456789ABCDEF0123456789ABCDEF-n1\r\nflush_all"])
+@pytest.mark.parametrize(
+    "cookie", ["nope", "A" * 500, "0123456789ABCDEF0123456789ABCDEF-n1\r\nflush_all"]
+)
 def test_malformed_cookies_start_a_new_session_with_a_log_line(
     clock: Clock, cookie: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager, stores = cluster(clock)
     with caplog.at_level(logging.INFO, "pymsm"):
         session = manager.load(cookie)
-    assert session.is_new and "malformed" in caplog.text or "ignoring" in caplog.text
+    assert (session.is_new and "malformed" in caplog.text) or "ignoring" in caplog.text
     assert all(not s.calls for s in stores.values())
 
 
@@ -223,7 +227,9 @@ def test_a_session_deleted_meanwhile_is_not_resurrected(clock: Clock) -> None:
     assert all(not s.items for s in stores.values())
 
 
-def test_too_large_sessions_keep_the_stored_version(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_too_large_sessions_keep_the_stored_version(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     manager, stores = cluster(clock)
     sid = stored_session(manager, a=1)
     session = manager.load(sid)

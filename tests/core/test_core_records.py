@@ -12,7 +12,7 @@ from pymsm.core.records import RecordFormat, Validity
 from pymsm.exceptions import CodecError, ConfigError, RecordError, SignatureError
 
 RICH: dict[str, Any] = {
-    "when": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
+    "when": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
     "day": dt.date(2024, 5, 1),
     "id": uuid.UUID("12345678123456781234567812345678"),
     "price": Decimal("10.25"),

@@ -49,9 +49,14 @@ class ServerProcess:
     """One server process on a fixed port; `kill()` and `start()` again on the same port."""
 
     def __init__(
-        self, argv: Callable[[int], Sequence[str]], port: int | None = None, name: str = ""
+        self,
+        argv: Callable[[int], Sequence[str]],
+        port: int | None = None,
+        name: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self._argv = argv
+        self.env = env
         self.port = port or free_port()
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,8 +72,12 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.running:
             return self
+        env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen(
-            list(self._argv(self.port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            list(self._argv(self.port)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         wait_for_port(self.port, process=self.process)
         return self
@@ -133,3 +142,27 @@ def memcached_server(
     kind: str = "memcached", extra: Sequence[str] = (), name: str = ""
 ) -> ServerProcess:
     return ServerProcess(MEMCACHED_KINDS[kind](extra), name=name)
+
+
+def gunicorn_app(
+    target: str, chdir: str, env: dict[str, str], name: str = "", workers: int = 1
+) -> ServerProcess:
+    """A WSGI app `module:attr` under gunicorn (sync workers) on a free port."""
+
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{HOST}:{port}",
+            "--workers",
+            str(workers),
+            "--chdir",
+            chdir,
+            "--log-level",
+            "warning",
+            target,
+        ]
+
+    return ServerProcess(argv, name=name, env=env)

@@ -350,7 +350,12 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
 
 
 def _store(
-    ctx: Context, session: Session, raw: bytes, primary: str | None, max_inactive: int, rotated: bool
+    ctx: Context,
+    session: Session,
+    raw: bytes,
+    primary: str | None,
+    max_inactive: int,
+    rotated: bool,
 ) -> Flow[tuple[Saved, str | None]]:
     """Write the record on its node; if that node is down or fails, relocate to another."""
     tried: set[str] = set()
@@ -418,13 +423,14 @@ def new_session(ctx: Context) -> Session:
 
 
 def _fill_new(ctx: Context, session: Session, status: str = "new") -> None:
+    now = ctx.now_ms / 1000  # what a stored copy will say
     session._fill(
         ctx.new_sid(),
         {},
         is_new=True,
-        created=ctx.now,
-        last_accessed=ctx.now,
-        this_accessed=ctx.now,
+        created=now,
+        last_accessed=now,
+        this_accessed=now,
         max_inactive_interval=ctx.max_inactive,
         status=status,
     )

@@ -1,0 +1,211 @@
+"""Failover against real memcached processes, killed with SIGKILL (DESIGN invariants 1, 3, 6, 7)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+from pymemcache.client.base import Client
+
+from pymsm import SessionManager
+from pymsm.core.flows import Keys
+from pymsm.core.ids import SessionId
+from support.servers import ServerProcess
+
+pytestmark = pytest.mark.integration
+Nodes = Callable[[int], list[ServerProcess]]
+_open: list[SessionManager | Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def manager_for(servers: list[ServerProcess], **settings: object) -> SessionManager:
+    nodes = ",".join(f"{s.name}:{s.address}" for s in servers)
+    settings.setdefault("operation_timeout", 500)
+    manager = SessionManager(memcached_nodes=nodes, **settings)  # type: ignore[arg-type]
+    _open.append(manager)
+    return manager
+
+
+def raw(server: ServerProcess) -> Client:
+    client = Client(("127.0.0.1", server.port), timeout=2)
+    _open.append(client)
+    return client
+
+
+def new_session(manager: SessionManager, **data: object) -> str:
+    session = manager.open(None)
+    session.update(data)
+    assert manager.save(session).status == "stored"
+    return session.id
+
+
+def by_name(servers: list[ServerProcess], name: str | None) -> ServerProcess:
+    return next(s for s in servers if s.name == name)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_killing_the_node_in_the_id_moves_the_session_to_its_backup(
+    memcached_nodes: Nodes, count: int
+) -> None:
+    servers = memcached_nodes(count)
+    app1, app2 = manager_for(servers), manager_for(servers)  # two app processes' managers
+    sid = new_session(app1, user="ann", cart=[1, 2])
+    primary = SessionId.parse(sid).node
+    by_name(servers, primary).kill()
+    session = app2.load(sid)
+    assert dict(session) == {"user": "ann", "cart": [1, 2]}
+    assert session.sid.node != primary and session.sid.base == SessionId.parse(sid).base
+    cookie = app2.set_cookie(session, sid)
+    assert cookie is not None and f"-{session.sid.node}" in cookie
+    session["cart"].append(3)
+    app2.save(session)
+    # the other app process follows the new cookie, and the new home has a backup again
+    assert app1.load(session.id)["cart"] == [1, 2, 3]
+    home = by_name(servers, session.sid.node)
+    keys = Keys.of("", session.sid)
+    assert raw(home).get(keys.record) is not None
+    if count == 3:
+        backup = next(s for s in servers if s.running and s.name != session.sid.node)
+        assert raw(backup).get(keys.backup) is not None
+
+
+def test_killing_the_backup_node_moves_the_backup_to_the_next_live_node(
+    memcached_nodes: Nodes,
+) -> None:
+    servers = memcached_nodes(3)
+    manager = manager_for(servers)
+    sid = SessionId.parse(new_session(manager, a=1))
+    ring = [s.name for s in servers]
+    backup_name = ring[(ring.index(sid.node) + 1) % 3]
+    third_name = ring[(ring.index(sid.node) + 2) % 3]
+    by_name(servers, backup_name).kill()
+    for _ in range(3):  # failures mark the node dead; then writes skip it
+        session = manager.load(str(sid))
+        session["a"] = session["a"] + 1
+        manager.save(session)
+    keys = Keys.of("", sid)
+    assert raw(by_name(servers, third_name)).get(keys.backup) is not None
+    # now lose the primary too: the session survives on the third node
+    by_name(servers, sid.node).kill()
+    other = manager_for(servers)
+    assert other.load(str(sid))["a"] == 4
+
+
+def test_a_returning_node_is_refilled_as_sessions_are_used(memcached_nodes: Nodes) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers, node_dead_timeout="200ms")
+    sid = SessionId.parse(new_session(manager, a=1))
+    backup = next(s for s in servers if s.name != sid.node)
+    backup.kill()
+    session = manager.load(str(sid))
+    session["a"] = 2
+    manager.save(session)  # primary fine; backup write fails and marks it
+    manager.save(manager.load(str(sid)))
+    backup.start()  # empty, same port
+    import time
+
+    time.sleep(0.3)  # past node_dead_timeout: the next request probes it
+    for _ in range(2):
+        assert manager.save(manager.load(str(sid))).status in ("stored", "unchanged")
+    keys = Keys.of("", sid)
+    assert raw(backup).get(keys.backup) is not None
+    # and the refilled copy is good: lose the primary, read it from the returned node
+    by_name(servers, sid.node).kill()
+    assert manager_for(servers).load(str(sid))["a"] == 2
+
+
+def test_a_restarted_primary_is_refilled_without_changing_the_id(memcached_nodes: Nodes) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers)
+    sid = new_session(manager, a=1)
+    primary = by_name(servers, SessionId.parse(sid).node)
+    primary.kill()
+    primary.start()
+    other = manager_for(servers)
+    session = other.load(sid)
+    assert session.id == sid and session["a"] == 1
+    assert raw(primary).get(Keys.of("", session.sid).record) is not None
+
+
+def test_all_nodes_down_serves_a_fresh_unsaved_session_and_loses_nothing(
+    memcached_nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers)
+    sid = new_session(manager, a=1)
+    for server in servers:
+        server.stop()
+    with caplog.at_level(logging.WARNING, "pymsm"):
+        session = manager.load(sid)
+        assert session.load_status == "unavailable" and len(session) == 0
+        session["b"] = 2
+        assert manager.save(session).status == "failed"
+    assert manager.set_cookie(session, sid) is None  # the client keeps its id
+    assert "could not be read" in caplog.text and "not stored" in caplog.text
+
+
+def test_three_nodes_primary_down_and_no_backup_ends_the_search(memcached_nodes: Nodes) -> None:
+    servers = memcached_nodes(3)
+    manager = manager_for(servers)
+    sid = SessionId.parse(new_session(manager, a=1))
+    for server in servers:
+        raw(server).flush_all()
+    by_name(servers, sid.node).kill()
+    session = manager.load(str(sid))
+    assert session.load_status == "unavailable" and session.id != str(sid)
+
+
+def test_corrupt_records_in_the_store_are_left_alone(
+    memcached_nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers)
+    sid = SessionId.parse(new_session(manager, a=1))
+    key = Keys.of("", sid).record
+    primary = raw(by_name(servers, sid.node))
+    primary.set(key, b"MS\x01\x01\x00\x00" + b"\x00" * 20 + b"{not json", noreply=False)
+    with caplog.at_level(logging.WARNING, "pymsm"):
+        session = manager.load(str(sid))
+    assert session.load_status == "corrupt" and "do not decode" in caplog.text
+    session["b"] = 1
+    manager.save(session)
+    assert primary.get(key).endswith(b"{not json")
+
+
+def test_a_session_over_the_item_size_limit_keeps_the_stored_version(
+    memcached_nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers)
+    sid = new_session(manager, a=1)
+    session = manager.load(sid)
+    session["blob"] = "x" * (1024 * 1024 + 10)
+    with caplog.at_level(logging.ERROR, "pymsm"):
+        assert manager.save(session).status == "failed"
+    assert "item size limit" in caplog.text
+    assert dict(manager.load(sid)) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "0123456789ABCDEF0123456789ABCDEF-n1 x",
+        "0123456789ABCDEF0123456789ABCDEF-n1\r\nflush_all\r\n",
+        "0123456789ABCDEF0123456789ABCDEF-n1." + "a" * 300,
+        "bak:0123456789ABCDEF0123456789ABCDEF-n1",
+    ],
+)
+def test_key_injection_never_reaches_the_store(memcached_nodes: Nodes, cookie: str) -> None:
+    servers = memcached_nodes(2)
+    manager = manager_for(servers)
+    sid = new_session(manager, a=1)
+    session = manager.load(cookie)
+    assert session.is_new and session.load_status == "new"
+    assert manager.load(sid)["a"] == 1  # nothing was flushed or overwritten
