@@ -90,7 +90,7 @@ def test_in_place_changes_of_nested_values_are_saved(clock: Clock) -> None:
 
 
 def test_the_record_is_rewritten_once_half_its_idle_time_passed(clock: Clock) -> None:
-    manager, stores = cluster(clock)
+    manager, _stores = cluster(clock)
     sid = stored_session(manager, a=1)
     clock.now += 301
     session = manager.load(sid)
@@ -230,7 +230,7 @@ def test_a_session_deleted_meanwhile_is_not_resurrected(clock: Clock) -> None:
 def test_too_large_sessions_keep_the_stored_version(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    manager, stores = cluster(clock)
+    manager, _stores = cluster(clock)
     sid = stored_session(manager, a=1)
     session = manager.load(sid)
     session["big"] = "x" * (2 * 1024 * 1024)
@@ -279,7 +279,7 @@ def test_attribute_filter_stores_only_matching_names(clock: Clock) -> None:
 
 
 def test_never_expiring_sessions(clock: Clock) -> None:
-    manager, stores = cluster(clock, max_inactive_interval=0)
+    manager, _stores = cluster(clock, max_inactive_interval=0)
     sid = stored_session(manager, a=1)
     clock.now += 10 * 365 * 86400
     assert manager.load(sid)["a"] == 1

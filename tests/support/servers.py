@@ -90,7 +90,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)  # quick shutdown for memcached and gunicorn
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
