@@ -18,6 +18,7 @@ MAX_NODE_ID_LENGTH = 32
 MAX_ROUTE_LENGTH = 64
 MAX_ID_LENGTH = BASE_LENGTH + 1 + MAX_NODE_ID_LENGTH + 1 + MAX_ROUTE_LENGTH
 
+_BASE_PATTERN = re.compile(r"[0-9A-F]{32}", re.ASCII)
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_]{1,32}")
 ROUTE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_PATTERN = re.compile(
@@ -52,7 +53,7 @@ class SessionId:
         return cls(match[1], match[2], match[3])
 
     def __post_init__(self) -> None:
-        if len(self.base) != BASE_LENGTH or not _is_upper_hex(self.base):
+        if not _BASE_PATTERN.fullmatch(self.base):
             raise InvalidSessionId(
                 f"session id base must be 32 upper-case hex digits: {self.base!r}"
             )
@@ -81,6 +82,3 @@ class SessionId:
         """A new base with the same node and route (rotate on login against fixation)."""
         return replace(self, base=new_base())
 
-
-def _is_upper_hex(text: str) -> bool:
-    return all(c in "0123456789ABCDEF" for c in text)

@@ -63,9 +63,14 @@ class NodeList:
     nodes: tuple[Node, ...]
     failover: frozenset[str] = frozenset()
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _after: dict[str, list[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_id", {n.id: n for n in self.nodes if n.id})
+        by_id = {n.id: n for n in self.nodes if n.id}
+        ids = list(by_id)
+        after = {i: ids[k + 1 :] + ids[:k] for k, i in enumerate(ids)}
+        object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(self, "_after", after)
 
     @classmethod
     def parse(cls, text: str, failover_nodes: str | Iterable[str] = "") -> NodeList:
@@ -123,9 +128,7 @@ class NodeList:
 
     def after(self, node_id: str) -> list[str]:
         """The other node ids in ring order, starting with the one after `node_id`."""
-        ids = self.ids
-        start = ids.index(node_id)
-        return ids[start + 1 :] + ids[:start]
+        return self._after[node_id]
 
 
 def _parse_failover(value: str | Iterable[str], ids: list[str | None]) -> frozenset[str]:
