@@ -41,7 +41,9 @@ def start_memcached() -> tuple[subprocess.Popen[bytes], int]:
         raise SystemExit("memcached is not installed: apt-get install memcached")
     port = free_port()
     user = ["-u", "root"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1", *user])
+    proc = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1", *user]
+    )
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -129,8 +131,12 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
         backup.set("floor:bak:" + record_key, raw_record, 1800, noreply=True)
         backup.set("floor:bak:" + validity_key, b"x" * 20, 1800, noreply=True)
 
-    cases = {"unchanged": unchanged, "changed": changed, "floor unchanged": floor_unchanged,
-             "floor changed": floor_changed}
+    cases = {
+        "unchanged": unchanged,
+        "changed": changed,
+        "floor unchanged": floor_unchanged,
+        "floor changed": floor_changed,
+    }
     results: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():
         per_request_us(fn, requests // 10)  # warm up
@@ -141,18 +147,28 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
     for counter in counters.values():
         counter.sync = counter.noreply = 0
     unchanged()
-    trips_unchanged = sum(c.sync for c in counters.values()), sum(c.noreply for c in counters.values())
+    trips_unchanged = (
+        sum(c.sync for c in counters.values()),
+        sum(c.noreply for c in counters.values()),
+    )
     for counter in counters.values():
         counter.sync = counter.noreply = 0
     changed()
-    trips_changed = sum(c.sync for c in counters.values()), sum(c.noreply for c in counters.values())
+    trips_changed = (
+        sum(c.sync for c in counters.values()),
+        sum(c.noreply for c in counters.values()),
+    )
     print(f"{'case':<18}{'median us':>12}{'ratio':>8}   round trips (sync, noreply)")
     print(f"{'floor unchanged':<18}{med['floor unchanged']:>12.1f}")
-    print(f"{'unchanged':<18}{med['unchanged']:>12.1f}{med['unchanged'] / med['floor unchanged']:>8.2f}"
-          f"   {trips_unchanged}")
+    print(
+        f"{'unchanged':<18}{med['unchanged']:>12.1f}{med['unchanged'] / med['floor unchanged']:>8.2f}"
+        f"   {trips_unchanged}"
+    )
     print(f"{'floor changed':<18}{med['floor changed']:>12.1f}")
-    print(f"{'changed':<18}{med['changed']:>12.1f}{med['changed'] / med['floor changed']:>8.2f}"
-          f"   {trips_changed}")
+    print(
+        f"{'changed':<18}{med['changed']:>12.1f}{med['changed'] / med['floor changed']:>8.2f}"
+        f"   {trips_changed}"
+    )
     client.close()
     backup.close()
     manager.close()

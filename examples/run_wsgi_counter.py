@@ -68,8 +68,18 @@ def main() -> None:
         env = {**os.environ, "MSM_MEMCACHED_NODES": ",".join(nodes)}
         for i in (1, 2):
             port = args.base_port + i - 1
-            argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                    "--chdir", str(HERE), "wsgi_counter:app"]
+            argv = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--chdir",
+                str(HERE),
+                "wsgi_counter:app",
+            ]
             proc = subprocess.Popen(argv, env={**env, "APP_NAME": f"app{i}"})
             procs.append(proc)
             wait_for(port, proc)

@@ -4,7 +4,14 @@ import pymsm
 def test_public_api_is_curated() -> None:
     exported = set(pymsm.__all__)
     public = {name for name in dir(pymsm) if not name.startswith("_")} - {
-        "adapters", "config", "core", "cookies", "exceptions", "manager", "stores", "cli",
+        "adapters",
+        "config",
+        "core",
+        "cookies",
+        "exceptions",
+        "manager",
+        "stores",
+        "cli",
     }
     assert public <= exported | {"__version__"}
     for name in exported:

@@ -81,4 +81,3 @@ class SessionId:
     def rotated(self) -> SessionId:
         """A new base with the same node and route (rotate on login against fixation)."""
         return replace(self, base=new_base())
-
