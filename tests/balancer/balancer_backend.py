@@ -4,6 +4,7 @@ One asyncio process on h11 (keep-alive, chunked both ways), so SIGKILL takes it 
 
 GET  /healthz            200 ok
 GET  /slow?s=SECONDS     answers after a sleep
+GET  /inflight           JSON with `slow`: how many /slow requests are sleeping now
 GET  /hold?id=X          sends a first chunk, then the rest once /release?id=X arrives
 GET  /release?id=X       releases /hold?id=X
 GET  /stream?n=N&size=S  N chunks of S bytes, chunked
@@ -25,6 +26,7 @@ import h11
 
 NAME = sys.argv[1]
 Sender = Callable[..., Awaitable[None]]
+SLOW: list[str] = []  # requests sleeping in /slow right now
 HOLDS: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
 
@@ -74,7 +76,9 @@ async def answer(
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     headers = {n.decode(): v.decode() for n, v in request.headers}
     if url.path == "/slow":
+        SLOW.append(url.path)
         await asyncio.sleep(float(query.get("s", "1")))
+        SLOW.pop()
     if url.path == "/release":
         HOLDS[query["id"]].set()
     if url.path in ("/hold", "/stream"):
@@ -98,6 +102,8 @@ async def answer(
         "length": length,
         "sha256": digest,
     }
+    if url.path == "/inflight":
+        payload["slow"] = len(SLOW)
     data = b"ok\n" if url.path == "/healthz" else json.dumps(payload).encode()
     head = [("content-length", str(len(data))), ("x-backend-name", NAME)]
     await send(h11.Response(status_code=200, headers=head), h11.Data(data=data), h11.EndOfMessage())

@@ -109,6 +109,10 @@ class ClientConnection:
             raise h11.RemoteProtocolError(f"expected a request, got {type(event).__name__}", 400)
         start = time.monotonic()
         self.body_size = 0
+        if head_size(event) > self.config.limits.max_header_size:
+            # h11 only bounds a head still incomplete in its buffer; bound complete ones too
+            await self.respond(431, "request head too large", close=True)
+            return False
         status, backend = await self._handle(event)
         if self.config.access_log and access_log.isEnabledFor(logging.INFO):
             access_log.info(
@@ -129,7 +133,7 @@ class ClientConnection:
             reason = "request head too large" if status == 431 else f"malformed request: {exc}"
             access_log.info('%s "-" %d - %s', self.client_ip, status, reason)
             with contextlib.suppress(Abort, ConnectionError, h11.LocalProtocolError):
-                await self.respond(status, reason)
+                await self.respond(status, reason, close=True)
 
     # --- one request
 
@@ -138,7 +142,9 @@ class ClientConnection:
         limit = self.config.limits.max_body_size
         length = content_length(request)
         if length is not None and length > limit:
-            await self.respond(413, f"body of {length} bytes is over the limit of {limit}")
+            await self.respond(
+                413, f"body of {length} bytes is over the limit of {limit}", close=True
+            )
             return 413, "-"
         if self.h11.client_is_waiting_for_100_continue:
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -311,9 +317,11 @@ class ClientConnection:
             except OSError as exc:
                 raise Abort from exc
 
-    async def respond(self, status: int, detail: str, headers: Headers | None = None) -> None:
+    async def respond(
+        self, status: int, detail: str, headers: Headers | None = None, close: bool = False
+    ) -> None:
         extra = list(headers or [])
-        if self.h11.their_state is not h11.DONE:  # the unread body makes this connection unusable
+        if close or self.h11.their_state is not h11.DONE:  # an unread body: connection unusable
             extra.append((b"connection", b"close"))
         response, body = error_response(status, detail, self.config.name, extra)
         await self.send(response, drain=False)
@@ -341,3 +349,9 @@ def content_length(request: h11.Request) -> int | None:
         if name == b"content-length":
             return int(value)  # h11 has validated it
     return None
+
+
+def head_size(request: h11.Request) -> int:
+    """Approximate size of a request head as sent: request line and header lines."""
+    size = len(request.method) + len(request.target) + 12
+    return size + sum(len(name) + len(value) + 4 for name, value in request.headers)

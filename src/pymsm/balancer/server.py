@@ -7,6 +7,7 @@ called from another thread (they read or set plain attributes, no I/O).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from pymsm.balancer.config import BalancerConfig
 from pymsm.balancer.health import check_forever
 from pymsm.balancer.proxy import ClientConnection
 from pymsm.balancer.strategies import make_strategy
-from pymsm.balancer.upstream import Pool
+from pymsm.balancer.upstream import Pool, read_within
 
 log = logging.getLogger("pymsm.balancer")
 
@@ -87,12 +88,7 @@ class Balancer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.config.limits.max_connections:
-            self.rejected += 1
-            writer.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n"
-                b"content-length: 21\r\n\r\ntoo many connections\n"
-            )
-            writer.close()
+            await self._refuse(reader, writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -105,6 +101,19 @@ class Balancer:
         finally:
             self.connections -= 1
             self._tasks.discard(task)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Over `max_connections`: a 503, without parsing. The request is read (briefly) before
+        closing, as closing a socket with unread data sends a reset instead of our answer."""
+        self.rejected += 1
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n"
+            b"content-length: 21\r\n\r\ntoo many connections\n"
+        )
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            await writer.drain()
+            await read_within(reader, 0.5)
+        writer.close()
 
     # --- health and control
 
