@@ -28,10 +28,10 @@ PROXY = """\
         proxy_pass http://{target};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        proxy_set_header Host $host;
+        proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $host;
+        proxy_set_header X-Forwarded-Host $http_host;
         proxy_next_upstream error timeout;
         proxy_connect_timeout {connect}s;
         proxy_read_timeout {read}s;
