@@ -10,6 +10,11 @@
 See docs/balancer.md for strategies, the health model, limits and the nginx config generator.
 """
 
+import importlib.util
+
+if importlib.util.find_spec("h11") is None:  # fail here with the install hint, not deep inside
+    raise ImportError("the balancer needs h11: pip install 'pymsm[balancer]'")
+
 from pymsm.balancer.config import (
     STRATEGIES,
     BackendSpec,
