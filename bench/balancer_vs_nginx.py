@@ -46,7 +46,14 @@ def wrk(url: str, connections: int, duration: float) -> tuple[float, float, floa
     """(requests/s, p50 ms, p99 ms) from wrk."""
     threads = min(2, connections)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
