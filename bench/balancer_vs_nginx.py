@@ -1,0 +1,207 @@
+"""Throughput and added latency: the embedded balancer vs nginx, same backends, same run.
+
+    .venv/bin/python bench/balancer_vs_nginx.py [--rounds 3] [--duration 5] [--connections 32]
+
+Two backends (gunicorn, sync workers, a tiny response) behind (a) `msm balancer` and (b) nginx
+with the config from `msm nginx-config` (one worker, like the one balancer process), both round
+robin. Load comes from wrk when installed (`apt-get install wrk`), else from a Python
+multi-process keep-alive client. Throughput is measured at --connections, latency at one
+connection (so it is the proxy's own cost, not queueing); each figure is the median of --rounds
+rounds, targets interleaved per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pymsm.balancer import BalancerConfig, command, parse_backends
+from pymsm.balancer.nginx import full_config
+
+HERE = Path(__file__).resolve().parent
+BODY = b"hello from a backend\n"
+
+
+def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+    """The backends' WSGI app: a tiny fixed response."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+
+# --- load generation
+
+
+def wrk(url: str, connections: int, duration: float) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from wrk."""
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out)[0])
+    return rps, _wrk_latency(out, "50%"), _wrk_latency(out, "99%")
+
+
+def _find(pattern: str, text: str) -> tuple[str, ...]:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"wrk output without {pattern!r}:\n{text}")
+    return match.groups()
+
+
+def _wrk_latency(out: str, percentile: str) -> float:
+    value, unit = _find(rf"{percentile}\s+([\d.]+)(us|ms|s)", out)
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _client(args: tuple[str, int, float]) -> list[float]:
+    host, port, duration = args
+    conn = http.client.HTTPConnection(host, port)
+    latencies = []
+    deadline = time.perf_counter() + duration
+    while (start := time.perf_counter()) < deadline:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        if response.will_close:
+            conn.close()
+        latencies.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return latencies
+
+
+def python_load(url: str, connections: int, duration: float) -> tuple[float, float, float]:
+    """Fallback without wrk: one process per connection (slower than wrk; same for every target)."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with multiprocessing.Pool(connections) as pool:
+        runs = pool.map(_client, [(host, int(port), duration)] * connections)
+    latencies = sorted(x for run in runs for x in run)
+
+    def percentile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return len(latencies) / duration, percentile(0.50), percentile(0.99)
+
+
+# --- servers
+
+
+class ServerProcess:
+    """A server on a free loopback port; `start()` returns once it accepts connections."""
+
+    def __init__(self, argv: Callable[[int], list[str]]) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self.argv = argv
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv(self.port), stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.argv(self.port)} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def gunicorn(workers: int) -> ServerProcess:
+    return ServerProcess(
+        lambda port: [
+            sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+            "-k", "sync", "--chdir", str(HERE), "--log-level", "warning",
+            "balancer_vs_nginx:app",
+        ]
+    )  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--backend-workers", type=int, default=2)
+    args = parser.parse_args()
+    load = wrk if shutil.which("wrk") else python_load
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    backends = [gunicorn(args.backend_workers), gunicorn(args.backend_workers)]
+    specs = parse_backends([f"app{i + 1}=127.0.0.1:{b.port}" for i, b in enumerate(backends)])
+    prefix = Path(tempfile.mkdtemp(prefix="msm-bench-nginx-"))
+
+    def balancer_argv(port: int) -> list[str]:
+        return command(BalancerConfig(specs, port=port, access_log=False))
+
+    def nginx_argv(port: int) -> list[str]:
+        conf = prefix / "nginx.conf"
+        text = full_config(specs, "round_robin", f"127.0.0.1:{port}", workers="1", access_log=False)
+        conf.write_text(text)
+        return [nginx_bin, "-e", "stderr", "-p", str(prefix), "-c", str(conf)]
+
+    proxies = {"balancer": ServerProcess(balancer_argv), "nginx": ServerProcess(nginx_argv)}
+    servers = [*backends, *proxies.values()]
+    try:
+        for server in servers:
+            server.start()
+        targets = {"direct": backends[0], **proxies}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, server in targets.items():
+                url = f"http://127.0.0.1:{server.port}/"
+                rps, _, _ = load(url, args.connections, args.duration)
+                _, p50, p99 = load(url, 1, args.duration / 2)
+                results[name].append((rps, p50, p99))
+        report(results, load.__name__, args)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(prefix, ignore_errors=True)
+    return 0
+
+
+def report(results: dict[str, list[tuple[float, float, float]]], tool: str, args: object) -> None:
+    med = {
+        name: [statistics.median(col) for col in zip(*rows, strict=True)]
+        for name, rows in results.items()
+    }
+    print(f"load: {tool}, {vars(args)}")
+    print(f"{'target':<10} {'req/s':>10} {'p50 ms (c=1)':>14} {'p99 ms (c=1)':>14}")
+    for name, (rps, p50, p99) in med.items():
+        print(f"{name:<10} {rps:>10.0f} {p50:>14.3f} {p99:>14.3f}")
+    ratio = med["balancer"][0] / med["nginx"][0]
+    print(f"balancer/nginx throughput: {ratio:.2f}x (target >= 0.7x)")
+    for name in ("balancer", "nginx"):
+        added50 = med[name][1] - med["direct"][1]
+        added99 = med[name][2] - med["direct"][2]
+        print(f"{name} added latency vs direct: p50 {added50:+.3f} ms, p99 {added99:+.3f} ms")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

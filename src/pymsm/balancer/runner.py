@@ -1,0 +1,152 @@
+"""Ways to run a balancer: blocking (`run`), in a background thread (`BalancerThread`), or as a
+subprocess (`command` gives the argv of `msm balancer` for a config)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+import threading
+from types import TracebackType
+from typing import Any
+
+from pymsm.balancer.config import BalancerConfig
+from pymsm.balancer.server import Balancer
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (the `balancer` extra; about twice the throughput), else
+    asyncio's."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run(config: BalancerConfig) -> None:
+    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM (a clean stop, then return)."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve_until_terminated(Balancer(config)))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _serve_until_terminated(balancer: Balancer) -> None:
+    serving = asyncio.ensure_future(balancer.serve_forever())
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / main thread
+        loop.add_signal_handler(signal.SIGTERM, serving.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+
+
+class BalancerThread:
+    """A balancer on its own event loop in a daemon thread, for the demo and tests.
+
+    with BalancerThread(config) as lb:      # returns once it listens
+        urlopen(f"http://127.0.0.1:{lb.port}/")
+        lb.state(); lb.mark_down("app1")
+    """
+
+    def __init__(self, config: BalancerConfig) -> None:
+        self.balancer = Balancer(config)
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="pymsm-balancer", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        return self.balancer.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.balancer.config.host}:{self.port}"
+
+    def start(self) -> BalancerThread:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+    def state(self) -> dict[str, Any]:
+        return self.balancer.state()
+
+    def mark_down(self, name: str) -> None:
+        self.balancer.mark_down(name)
+
+    def mark_up(self, name: str) -> None:
+        self.balancer.mark_up(name)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.balancer.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self.balancer.stop())
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    def __enter__(self) -> BalancerThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def command(config: BalancerConfig, python: str = sys.executable) -> list[str]:
+    """The argv that runs `config` as a subprocess (`python -m pymsm balancer ...`)."""
+    argv = [python, "-m", "pymsm", "balancer", "--listen", f"{config.host}:{config.port}"]
+    for spec in config.backends:
+        argv += ["--backend", f"{spec.name}={spec.address}"]
+    argv += ["--strategy", config.strategy]
+    t, lim, h = config.timeouts, config.limits, config.health
+    options: dict[str, object] = {
+        "--route-cookie": config.route_cookie,
+        "--session-cookie": config.session_cookie,
+        "--health-path": h.path,
+        "--health-interval": h.interval,
+        "--health-timeout": h.timeout,
+        "--fail-timeout": h.fail_timeout,
+        "--status-path": config.status_path,
+        "--connect-timeout": t.connect,
+        "--read-timeout": t.read,
+        "--idle-timeout": t.idle,
+        "--client-timeout": t.client,
+        "--max-header-size": lim.max_header_size,
+        "--max-body-size": lim.max_body_size,
+        "--max-connections": lim.max_connections,
+        "--pool-size": lim.pool_size,
+        "--name": config.name,
+    }
+    for flag, value in options.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    if not config.access_log:
+        argv.append("--no-access-log")
+    return argv

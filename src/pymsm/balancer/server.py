@@ -1,0 +1,162 @@
+"""The balancer: listening socket, backends and their pools, health checks, state and control.
+
+Everything runs on one asyncio event loop; `state()`, `mark_down()` and `mark_up()` may be
+called from another thread (they read or set plain attributes, no I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from pymsm.balancer.backends import Backend
+from pymsm.balancer.config import BalancerConfig
+from pymsm.balancer.health import check_forever
+from pymsm.balancer.proxy import ClientConnection
+from pymsm.balancer.strategies import make_strategy
+from pymsm.balancer.upstream import Pool, read_within
+
+log = logging.getLogger("pymsm.balancer")
+
+
+class Balancer:
+    """An HTTP/1.1 reverse proxy in front of `config.backends`.
+
+    `await start()` binds (port 0 picks a free port, see `port`), `await stop()` closes the
+    listener, client connections and pools. For a blocking or threaded use see
+    `pymsm.balancer.run` and `BalancerThread`.
+    """
+
+    def __init__(self, config: BalancerConfig) -> None:
+        self.config = config
+        self.backends = [Backend(spec) for spec in config.backends]
+        self.strategy = make_strategy(config.strategy, config.route_cookie, config.session_cookie)
+        self.pools = {
+            spec.name: Pool(spec, config.limits.pool_size, config.timeouts.connect)
+            for spec in config.backends
+        }
+        self.requests = 0
+        self.connections = 0
+        self.rejected = 0
+        self.port = config.port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._health: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.config.host, self.config.port, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
+        if self.config.health.path is not None:
+            self._health = asyncio.create_task(check_forever(self))
+        names = ", ".join(f"{b.name}={b.spec.address}" for b in self.backends)
+        log.info(
+            "balancer listening on %s:%d, strategy %s, backends %s",
+            self.config.host,
+            self.port,
+            self.config.strategy,
+            names,
+        )
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._health is not None:
+            self._health.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *filter(None, [self._health]), return_exceptions=True)
+        for pool in self.pools.values():
+            pool.close()
+        self._server = None
+        self._health = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.config.limits.max_connections:
+            await self._refuse(reader, writer)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            await ClientConnection(self, reader, writer).run()
+        except Exception:  # a bug must cost one connection, not the balancer
+            log.exception("connection from %s failed", writer.get_extra_info("peername"))
+        finally:
+            self.connections -= 1
+            self._tasks.discard(task)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Over `max_connections`: a 503, without parsing. The request is read (briefly) before
+        closing, as closing a socket with unread data sends a reset instead of our answer."""
+        self.rejected += 1
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n"
+            b"content-length: 21\r\n\r\ntoo many connections\n"
+        )
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            await writer.drain()
+            await read_within(reader, 0.5)
+        writer.close()
+
+    # --- health and control
+
+    def backend(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(name)
+
+    def backend_failed(self, backend: Backend, reason: str) -> None:
+        fail_timeout = self.config.health.fail_timeout
+        log.warning("backend %s failed (%s); skipped for %gs", backend.name, reason, fail_timeout)
+        backend.fail(time.monotonic(), fail_timeout, reason)
+        self.pools[backend.name].close()
+
+    def set_admin(self, name: str, down: bool) -> None:
+        backend = self.backend(name)
+        backend.admin_down = down
+        if not down:
+            backend.failed_until = 0.0
+        log.info("backend %s marked %s", name, "down" if down else "up")
+
+    def mark_down(self, name: str) -> None:
+        """Take a backend out of rotation until `mark_up` (raises KeyError for unknown names)."""
+        self.set_admin(name, down=True)
+
+    def mark_up(self, name: str) -> None:
+        """Put a backend back, also clearing a passive failure; active checks still apply."""
+        self.set_admin(name, down=False)
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: listener, strategy, totals and one entry per backend."""
+        now = time.monotonic()
+        return {
+            "name": self.config.name,
+            "listen": f"{self.config.host}:{self.port}",
+            "strategy": self.config.strategy,
+            "health_path": self.config.health.path,
+            "uptime": round(now - self._started, 3) if self._started else 0.0,
+            "connections": self.connections,
+            "requests": self.requests,
+            "rejected": self.rejected,
+            "backends": [
+                {**b.state(now), "idle_connections": self.pools[b.name].idle} for b in self.backends
+            ],
+        }

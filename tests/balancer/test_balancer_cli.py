@@ -1,0 +1,71 @@
+"""`msm balancer` as a subprocess, and the usage errors of both balancer commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import Client, backend_args
+from pymsm.balancer import BalancerConfig, HealthCheck, Limits, command, parse_backends
+from pymsm.cli import build_parser, main
+from pymsm.cli.balancer import config_from_args
+from support.servers import ServerProcess
+
+
+def test_balancer_runs_as_a_subprocess_from_command(nodes) -> None:
+    config = BalancerConfig(
+        parse_backends(backend_args(nodes)), port=0, strategy="route", status_path="/_lb"
+    )
+    server = ServerProcess(lambda port: command(BalancerConfig(**{**vars(config), "port": port})))
+    server.start()
+    try:
+        client = Client(server.port)
+        assert sorted(client.backend() for _ in range(3)) == ["app1", "app2", "app3"]
+        state = client.get_json("/_lb")
+        assert state["strategy"] == "route"
+        assert sum(b["requests"] for b in state["backends"]) == 3
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["balancer"], "--backend NAME=HOST:PORT"),
+        (["balancer", "--backend", "app1=localhost"], "write host:port"),
+        (["balancer", "--backend", "a b=127.0.0.1:1"], "bad backend name"),
+        (["balancer", "--backend", "127.0.0.1:1", "--strategy", "random"], "--strategy"),
+        (["balancer", "--backend", "127.0.0.1:1", "--listen", "8080"], "--listen address"),
+        (["balancer", "--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"], "unique"),
+        (["balancer", "--backend", "127.0.0.1:1", "--health-path", "healthz"], "start with '/'"),
+        (["nginx-config"], "--backend NAME=HOST:PORT"),
+        (["nginx-config", "--backend", "127.0.0.1:1", "--strategy", "x"], "--strategy"),
+        (["nginx-config", "--backend", "127.0.0.1:1", "--workers", "many"], "--workers"),
+    ],
+)
+def test_usage_errors_name_the_flag_and_exit_2(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_msm_lists_both_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pymsm", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "balancer" in result.stdout and "nginx-config" in result.stdout
+
+
+def test_command_round_trips_the_config() -> None:
+    config = BalancerConfig(
+        parse_backends(["app1=127.0.0.1:1", "b-2=[::1]:2"]),
+        port=9,
+        strategy="sticky_cookie",
+        access_log=False,
+        health=HealthCheck(path="/healthz", interval=0.5),
+        limits=Limits(max_body_size=10),
+    )
+    argv = command(config)
+    assert argv[1:4] == ["-m", "pymsm", "balancer"]
+    assert config_from_args(build_parser().parse_args(argv[3:])) == config
