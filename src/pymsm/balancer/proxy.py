@@ -95,7 +95,7 @@ class ClientConnection:
                 self.h11.start_next_cycle()
         except h11.RemoteProtocolError as exc:
             await self._reject(exc)
-        except (Abort, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, Abort, ConnectionError):
             pass
         finally:
             self.writer.close()

@@ -8,7 +8,6 @@ answer within the read timeout).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import h11
@@ -35,16 +34,9 @@ class BackendTimeout(BackendError, TimeoutError):
     """The backend did not answer within the read timeout."""
 
 
-if sys.version_info >= (3, 11):
-
-    async def read_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
-        async with asyncio.timeout(timeout):
-            return await reader.read(READ_SIZE)
-
-else:  # pragma: no cover - 3.10
-
-    async def read_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
-        return await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+async def read_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    async with asyncio.timeout(timeout):
+        return await reader.read(READ_SIZE)
 
 
 class Upstream:
@@ -84,7 +76,7 @@ class Upstream:
                 raise BackendFailed("data after the response")
             try:
                 data = await read_within(self.reader, timeout)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise BackendTimeout(f"no answer within {timeout:g}s") from exc
             except OSError as exc:
                 raise BackendFailed(f"read failed: {exc!r}") from exc
@@ -130,7 +122,7 @@ class Pool:
                 asyncio.open_connection(self.spec.host, self.spec.port, limit=READ_SIZE),
                 self.connect_timeout,
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ConnectFailed(f"connect timed out after {self.connect_timeout:g}s") from exc
         except OSError as exc:
             raise ConnectFailed(f"connect failed: {exc.strerror or exc!r}") from exc
