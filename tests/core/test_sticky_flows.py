@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pymsm import SessionManager
+from pymsm.core import sticky
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 
@@ -98,6 +99,21 @@ def test_unchanged_request_reads_only_the_validity_and_writes_no_record(
     session, again = request(app1, cookie, lambda s: s["user"])
     assert again == cookie and session.load_status == "local"
     assert calls(stores) == {"get_many": 1, "set": 1}  # validity read, validity write
+
+
+def test_validity_refresh_skips_fresh_validity_writes(
+    stores: dict[str, MemoryStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sticky, "VALIDITY_REFRESH", 0.01)
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    calls(stores)
+    clock.now += 5  # under 1% of the 600 s idle timeout: the stored validity is fresh enough
+    request(app1, cookie, lambda s: s["user"])
+    assert calls(stores) == {"get_many": 1}
+    clock.now += 5  # now it is 10 s old: rewritten (no record write)
+    request(app1, cookie, lambda s: s["user"])
+    assert calls(stores) == {"get_many": 1, "set": 1}
 
 
 def test_takeover_by_another_route_keeps_data_and_deletes_old_key(

@@ -33,7 +33,17 @@ from typing import Any
 
 from pymsm.exceptions import CodecError, ItemTooLarge, RecordError
 
-from .flows import Context, Flow, Loaded, Saved, _failed, _ms, _needs_rewrite, _payload
+from .flows import (
+    TTL_SLACK,
+    Context,
+    Flow,
+    Loaded,
+    Saved,
+    _failed,
+    _ms,
+    _needs_rewrite,
+    _payload,
+)
 from .flows import load as store_load
 from .ids import SessionId
 from .ops import Add, Delete, Get, Op, Replace, Set
@@ -44,6 +54,12 @@ from .session import Session
 # long expired; a sticky process tells it from a validity its node lost (restart), which must
 # not end the session it holds in memory.
 TOMBSTONE = Validity(1, 0, 0)
+
+# Unchanged requests rewrite the stored validity once it is this fraction of the idle timeout
+# old (see _validity_due). 0: every request writes it (exact idle time in the store, as in
+# non-sticky mode). 0.01 saves that noreply write but was not measurably faster (docs/sticky.md)
+# and lets another node judge a session idle up to 1% early, so it stays off.
+VALIDITY_REFRESH = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +230,11 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
         and ctx.up(node)
         and not _needs_rewrite(ctx, record, node)
     ):
+        assert entry is not None
+        if not _validity_due(ctx, entry.stamp, max_inactive):
+            return Stored(Saved("unchanged"), _next(entry, session, record, entry.stamp))
         key = ctx.keys(sid).validity
         yield Set(node, key, validity.encode(), ctx.validity_ttl(max_inactive), noreply=True)
-        assert entry is not None
         return Stored(Saved("unchanged"), _next(entry, session, record, stamp))
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
@@ -239,6 +257,16 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     session.is_new = False
     session.mark_saved()
     return Stored(Saved(status), kept)
+
+
+def _validity_due(ctx: Context, stamp: int, max_inactive: int) -> bool:
+    """Must an unchanged request rewrite the validity? Only once the stored one is older than
+    VALIDITY_REFRESH of the idle timeout (at most TTL_SLACK): the stored key then always
+    outlives the session, and another node judges it idle at most that much early."""
+    if max_inactive <= 0:
+        return False  # never expires: the stored validity has no lifetime to extend
+    refresh = min(max_inactive * VALIDITY_REFRESH, TTL_SLACK)
+    return ctx.now_ms - stamp >= refresh * 1000
 
 
 def _next(entry: Entry, session: Session, record: Record, stamp: int) -> Entry:
