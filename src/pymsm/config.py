@@ -89,6 +89,9 @@ class Config:
     cookie_partitioned: bool = False
     node_dead_timeout: float = 10.0
     backup_lookups: int = 2
+    sticky_cache_size: int = 10_000
+    sticky_cache_bytes: int = 64 * 1024 * 1024
+    backup_queue_size: int = 1000
     nodes: NodeList = field(init=False, repr=False, compare=False)
     key_prefix: str = field(init=False, repr=False, compare=False)
 
@@ -126,6 +129,8 @@ class Config:
             set_(self, "lock_wait_timeout", self.operation_timeout)
         if self.operation_timeout <= 0:
             raise ConfigError(f"operation_timeout must be positive, got {self.operation_timeout}s")
+        for name in ("sticky_cache_size", "sticky_cache_bytes", "backup_queue_size"):
+            set_(self, name, _positive_int(name, getattr(self, name)))
         self._check_choices()
         self._check_patterns()
         set_(self, "nodes", NodeList.parse(self.memcached_nodes, self.failover_nodes))
@@ -250,6 +255,16 @@ def file_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
     return dict(table)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ConfigError(f"{name}: expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def _compile(name: str, pattern: str) -> re.Pattern[str]:

@@ -13,7 +13,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm import cookies
 from pymsm.config import Config
@@ -26,6 +26,9 @@ from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
 from pymsm.exceptions import ConfigError, InvalidSessionId, ItemTooLarge, StoreError
 from pymsm.stores.base import Store
+
+if TYPE_CHECKING:
+    from pymsm.sticky import StickySessions
 
 T = TypeVar("T")
 log = logging.getLogger("pymsm")
@@ -151,12 +154,25 @@ class SessionManager(_Base):
         self.stores: Mapping[str, Store] = (
             stores if stores is not None else self._memcached_stores()
         )
+        self._sticky = self._sticky_sessions(stores is None) if self.config.sticky else None
 
     def _memcached_stores(self) -> dict[str, Store]:
         from pymsm.stores.memcached import MemcachedStore
 
         cfg = self.config
         return {n.name: MemcachedStore(n, cfg.operation_timeout) for n in cfg.nodes}
+
+    def _sticky_sessions(self, default_stores: bool) -> StickySessions:
+        """Sticky mode; synchronous backup writes get their own connections, bounded by
+        `session_backup_timeout` instead of `operation_timeout`."""
+        from pymsm.sticky import StickySessions
+        from pymsm.stores.memcached import MemcachedStore
+
+        cfg = self.config
+        backup: dict[str, Store] | None = None
+        if default_stores and not cfg.session_backup_async:
+            backup = {n.name: MemcachedStore(n, cfg.session_backup_timeout) for n in cfg.nodes}
+        return StickySessions(self, backup)
 
     def run(self, flow: Generator[Op, Any, T]) -> T:
         """The sync driver: run each operation on its node's store, send back result or error."""
@@ -189,6 +205,8 @@ class SessionManager(_Base):
         return session
 
     def _load_into(self, session: Session, cookie: str | None) -> None:
+        if self._sticky is not None:
+            return self._sticky.load_into(session, cookie)
         ctx = self.context()
         sid = self.parse_id(cookie)
         loaded = self.run(flows.load(ctx, sid)) if sid else flows.Loaded("new")
@@ -198,10 +216,14 @@ class SessionManager(_Base):
         """Write what the request changed. Never raises for store trouble: it logs and counts."""
         if not session.loaded:
             return flows.Saved("skipped")
+        if self._sticky is not None:
+            return self._sticky.save(session)
         ctx = self.context()
         return self._saved(ctx, session, self.run(flows.save(ctx, session)))
 
     def close(self) -> None:
+        if self._sticky is not None:
+            self._sticky.close()  # drains the async backup queue first
         for store in self.stores.values():
             store.close()
 

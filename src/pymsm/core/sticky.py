@@ -1,0 +1,336 @@
+"""Sticky mode: the app process keeps sessions in memory, the store is the backup.
+
+Decisions only (generators yielding store operations, as in flows.py); the manager keeps the
+`Entry` objects in a bounded LRU cache and runs these flows.
+
+Load (`load`):
+- the id names another route: take the session over (read it from the store, new route in the
+  id, forced write under the new id, old keys deleted after that write);
+- a local copy exists: read the 20-byte validity from the session's node and compare its
+  `this_accessed` stamp with the one this process last wrote or read. Equal: the local copy is
+  current. Greater: another process wrote since: reload from the store. Smaller or missing: the
+  store is behind this process (a node restarted, or an async write was dropped): serve the local
+  copy and force a write. A tombstone (see `TOMBSTONE`) means the session was invalidated
+  elsewhere: never serve it again;
+- no local copy: the non-sticky load (flows.load).
+A session whose id names one of this app's failover nodes moves to a live primary node.
+
+Save (`save`): write the record only when the session changed, a write is forced (new home,
+takeover, the store lost it), or half the idle timeout passed since the last write (that extends
+its store lifetime); always write the validity (extends it too). A dead node relocates the
+session (new node id); when no node takes the write the session stays in memory under its id and
+is written once a node is back.
+
+Stamps: every validity this process writes has `this_accessed` greater than any stamp it saw
+for that session, so two writers never leave the same stamp and "equal" proves "unchanged".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pymsm.exceptions import CodecError, ItemTooLarge, RecordError
+
+from .flows import (
+    TTL_SLACK,
+    Context,
+    Flow,
+    Loaded,
+    Saved,
+    _failed,
+    _ms,
+    _needs_rewrite,
+    _payload,
+)
+from .flows import load as store_load
+from .ids import SessionId
+from .ops import Add, Delete, Get, Op, Replace, Set
+from .records import Record, Validity
+from .session import Session
+
+# Written in place of the validity when a session is deleted: readers of either mode see it as
+# long expired; a sticky process tells it from a validity its node lost (restart), which must
+# not end the session it holds in memory.
+TOMBSTONE = Validity(1, 0, 0)
+
+# Unchanged requests rewrite the stored validity once it is this fraction of the idle timeout
+# old (see _validity_due). 0: every request writes it (exact idle time in the store, as in
+# non-sticky mode). 0.01 saves that noreply write but was not measurably faster (docs/sticky.md)
+# and lets another node judge a session idle up to 1% early, so it stays off.
+VALIDITY_REFRESH = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A session as this process holds it. `record` is the last encoding (stored unless
+    `force`); `stamp` the validity's this_accessed (ms) last written or read for it."""
+
+    sid: SessionId
+    data: dict[str, Any]
+    record: Record
+    last_accessed: float  # s: when the latest request used it
+    stamp: int
+    force: bool = False  # the store may not hold this copy: the next save writes the record
+    replaces: SessionId | None = None  # old id (takeover, move): deleted once this one is stored
+
+    @property
+    def size(self) -> int:
+        return len(self.record.payload) + 200  # payload plus the object overhead, roughly
+
+    def expired(self, now_ms: int) -> bool:
+        mi = self.record.max_inactive
+        return mi > 0 and now_ms >= _ms(self.last_accessed) + mi * 1000
+
+
+@dataclass(slots=True)
+class Found:
+    """What a sticky load found. status: local, found, relocated, taken_over, missing, expired,
+    invalidated, corrupt, unavailable. `entry` is set when a session is served."""
+
+    status: str
+    entry: Entry | None = None
+    reason: str = ""
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def load(ctx: Context, sid: SessionId, entry: Entry | None) -> Flow[Found]:
+    if ctx.route is not None and sid.route != ctx.route:
+        return (yield from _take_over(ctx, sid))
+    if entry is not None:
+        return (yield from _check_local(ctx, sid, entry))
+    return (yield from _from_store(ctx, sid))
+
+
+def _from_store(ctx: Context, sid: SessionId) -> Flow[Found]:
+    loaded = yield from store_load(ctx, sid)
+    if loaded.status != "found":
+        return Found(loaded.status, None, loaded.reason)
+    status = "relocated" if loaded.relocated else "found"
+    return Found(status, _prefer_primary(ctx, _entry_of(loaded)))
+
+
+def _take_over(ctx: Context, sid: SessionId) -> Flow[Found]:
+    """Another app node's session: ours now, under our route (written by the next save)."""
+    found = yield from _from_store(ctx, sid)
+    if found.entry is None:
+        return found
+    entry = found.entry
+    new = entry.sid.with_route(ctx.route)
+    ctx.events.append(f"taking over {sid} as {new}")
+    entry = dataclasses.replace(entry, sid=new, force=True, replaces=entry.replaces or entry.sid)
+    return Found("taken_over", entry)
+
+
+def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
+    node = ctx.node_of(sid)
+    if node is None:
+        return Found("missing", None, f"node id {sid.node!r} is not configured")
+    validity: Validity | None = None
+    if ctx.up(node):
+        key = ctx.keys(sid).validity
+        found = yield Get(node, (key,))
+        if not _failed(found) and key in found:
+            try:
+                validity = Validity.decode(found[key])
+            except RecordError:
+                validity = None
+    if validity == TOMBSTONE:
+        return Found("invalidated", None, "deleted by another process (logout)")
+    if validity is not None and validity.this_accessed > entry.stamp:
+        return (yield from _from_store(ctx, sid))  # another process wrote since: reload
+    if entry.expired(ctx.now_ms):
+        yield from drop_keys(ctx, sid)
+        return Found("expired", None, "idle timeout passed")
+    if validity is None or validity.this_accessed < entry.stamp:
+        # node down or restarted, or an async write was dropped: memory holds the truth
+        entry = dataclasses.replace(entry, force=True)
+    return Found("local", _prefer_primary(ctx, entry))
+
+
+def _prefer_primary(ctx: Context, entry: Entry) -> Entry:
+    """On one of this app's failover nodes while a primary is up: move to a primary."""
+    if entry.sid.node not in ctx.nodes.failover:
+        return entry
+    primary = ctx.choose_node()
+    if primary is None or primary in ctx.nodes.failover:
+        return entry
+    moved = entry.sid.with_node(primary)
+    ctx.events.append(f"moving {entry.sid} to {moved}: {entry.sid.node} is a failover node here")
+    return dataclasses.replace(entry, sid=moved, force=True, replaces=entry.replaces or entry.sid)
+
+
+def _entry_of(loaded: Loaded) -> Entry:
+    assert loaded.sid and loaded.record and loaded.validity and loaded.data is not None
+    return Entry(
+        loaded.sid,
+        loaded.data,
+        loaded.record,
+        loaded.validity.this_accessed / 1000,
+        loaded.validity.this_accessed,
+        force=loaded.relocated,
+    )
+
+
+def fill(ctx: Context, session: Session, entry: Entry, status: str) -> None:
+    """Fill a lazy session from an entry. The session gets its own top-level dict, so a request
+    that fails half-way leaves the cached copy as it was."""
+    session._fill(
+        entry.sid,
+        dict(entry.data),
+        is_new=False,
+        created=entry.record.created / 1000,
+        last_accessed=entry.last_accessed,
+        this_accessed=ctx.now,
+        max_inactive_interval=entry.record.max_inactive,
+        record=entry.record,
+        status=status,
+    )
+
+
+# -- save -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Stored:
+    """A save's outcome and the entry to cache (None: drop the cached copy).
+
+    status: stored, unchanged, skipped, kept (no node took the write: memory only, retried on
+    the next save), gone (deleted meanwhile), failed."""
+
+    saved: Saved
+    entry: Entry | None
+
+
+def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
+    """Write what the request changed (see the module docstring). `entry` is the cached copy
+    under the session's id, if any; without one the save writes the record."""
+    for old in session.retired:
+        yield from drop_keys(ctx, old)
+    session.retired.clear()
+    if session.is_new and not session.modified:
+        return Stored(Saved("skipped"), None)
+    try:
+        payload, changed = _payload(ctx, session)
+    except CodecError as exc:
+        return Stored(Saved("failed", str(exc)), None)
+    sid, max_inactive = session.sid, session.max_inactive_interval
+    stamp = max(ctx.now_ms, entry.stamp + 1) if entry is not None else ctx.now_ms
+    validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
+    node = ctx.node_of(sid)
+    record = session.record
+    force = entry is None or entry.force or entry.sid != sid
+    if (
+        not (changed or force)
+        and record is not None
+        and node is not None
+        and ctx.up(node)
+        and not _needs_rewrite(ctx, record, node)
+    ):
+        assert entry is not None
+        if not _validity_due(ctx, entry.stamp, max_inactive):
+            return Stored(Saved("unchanged"), _next(entry, session, record, entry.stamp))
+        key = ctx.keys(sid).validity
+        yield Set(node, key, validity.encode(), ctx.validity_ttl(max_inactive), noreply=True)
+        return Stored(Saved("unchanged"), _next(entry, session, record, stamp))
+    created = _ms(session.created)
+    raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
+    new_record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
+    replaces = entry.replaces if entry is not None else None
+    was_new = session.is_new
+    status, home, reason = yield from _write(ctx, session, raw, node, force)
+    if status == "stored" and home is not None:
+        yield Set(home, ctx.keys(session.sid).validity, validity.encode(), _vttl(ctx, session))
+        for stale in (replaces, None if was_new else sid):
+            if stale is not None and stale != session.sid:
+                yield from drop_keys(ctx, stale)
+        kept = Entry(session.sid, session.data, new_record, session.this_accessed, stamp)
+    elif status == "kept":
+        ctx.events.append(f"no cache node took {sid}: kept in memory, written when one is back")
+        kept = Entry(sid, session.data, new_record, session.this_accessed, stamp, True, replaces)
+    else:
+        return Stored(Saved(status, reason), None)
+    session.record = new_record
+    session.is_new = False
+    session.mark_saved()
+    return Stored(Saved(status), kept)
+
+
+def _validity_due(ctx: Context, stamp: int, max_inactive: int) -> bool:
+    """Must an unchanged request rewrite the validity? Only once the stored one is older than
+    VALIDITY_REFRESH of the idle timeout (at most TTL_SLACK): the stored key then always
+    outlives the session, and another node judges it idle at most that much early."""
+    if max_inactive <= 0:
+        return False  # never expires: the stored validity has no lifetime to extend
+    refresh = min(max_inactive * VALIDITY_REFRESH, TTL_SLACK)
+    return ctx.now_ms - stamp >= refresh * 1000
+
+
+def _next(entry: Entry, session: Session, record: Record, stamp: int) -> Entry:
+    return Entry(session.sid, session.data, record, session.this_accessed, stamp)
+
+
+def _vttl(ctx: Context, session: Session) -> int:
+    return ctx.validity_ttl(session.max_inactive_interval)
+
+
+def _write(
+    ctx: Context, session: Session, raw: bytes, node: str | None, force: bool
+) -> Flow[tuple[str, str | None, str]]:
+    """Write the record at home, or on another live node (primary first) when home fails.
+    Returns (status, node written, reason); status is stored, gone, failed, or kept when no
+    node took the write. The session's id changes only when a write succeeded elsewhere."""
+    sid = session.sid
+    tried: set[str] = set()
+    candidate = node if node is not None and ctx.up(node) else None
+    ttl = ctx.record_ttl(session.max_inactive_interval)
+    for _ in range(len(ctx.nodes)):
+        if candidate is None:
+            candidate = ctx.choose_node(frozenset(tried))
+            if candidate is None:
+                break
+        tried.add(candidate)
+        target = sid.with_node(candidate) if ctx.nodes.has_ids else sid
+        key = ctx.keys(target).record
+        op: Op
+        if session.is_new:
+            op = Add(candidate, key, raw, ttl)
+        elif force or target != sid:
+            op = Set(candidate, key, raw, ttl)
+        else:
+            op = Replace(candidate, key, raw, ttl)
+        result = yield op
+        if isinstance(result, ItemTooLarge):
+            return "failed", None, f"session {sid} is too large to store: {result}"
+        if _failed(result):
+            ctx.events.append(f"writing {target} to {candidate} failed: {result}")
+            candidate = None
+            continue
+        if result is False and isinstance(op, Replace):
+            return "gone", None, "deleted meanwhile (logout or expiry); not resurrected"
+        if result is False:  # Add found the id taken: never share it, take another
+            sid = sid.rotated()
+            session.relocate(sid)
+            candidate = None
+            continue
+        if target != session.sid:
+            if not session.is_new:
+                ctx.events.append(f"relocated {session.sid} to {target}")
+            session.relocate(target)
+        return "stored", candidate, ""
+    return "kept", None, "no cache node could store the session"
+
+
+def drop_keys(ctx: Context, sid: SessionId) -> Flow[None]:
+    """Delete a session's record (waiting) and leave a tombstone validity, so a process that
+    still holds it in memory learns it was invalidated (see TOMBSTONE)."""
+    node = ctx.node_of(sid)
+    if node is None or not ctx.up(node):
+        return
+    keys = ctx.keys(sid)
+    yield Delete(node, keys.record, noreply=False)
+    ttl = ctx.validity_ttl(ctx.max_inactive)
+    yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)

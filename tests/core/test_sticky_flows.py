@@ -1,0 +1,274 @@
+"""Sticky flows on memory stores: two hosts crossed over (app1 keeps its sessions on n2 and
+lists n1 as failover node, app2 the other way round)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pymsm import SessionManager
+from pymsm.core import sticky
+from pymsm.core.session import Session
+from pymsm.stores.memory import MemoryStore
+
+NODES = "n1:127.0.0.1:1,n2:127.0.0.1:2"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def stores(clock: Clock) -> dict[str, MemoryStore]:
+    return {name: MemoryStore(name, clock) for name in ("n1", "n2")}
+
+
+def app(
+    route: str, stores: dict[str, MemoryStore], clock: Clock, **settings: Any
+) -> SessionManager:
+    failover = {"app1": "n1", "app2": "n2"}.get(route, "")
+    return SessionManager(
+        stores=stores,
+        clock=clock,
+        memcached_nodes=NODES,
+        failover_nodes=failover,
+        sticky=True,
+        route=route,
+        max_inactive_interval=600,
+        **settings,
+    )
+
+
+def request(
+    manager: SessionManager, cookie: str | None, work: Callable[[Session], Any] = lambda s: None
+) -> tuple[Session, str | None]:
+    """One request: returns the session and the cookie the client holds afterwards."""
+    session = manager.open(cookie)
+    work(session)
+    manager.save(session)
+    header = manager.set_cookie(session, cookie)
+    if header is not None:
+        cookie = header.split(";")[0].partition("=")[2] or None
+    return session, cookie
+
+
+def put(key: str, value: Any) -> Callable[[Session], None]:
+    return lambda s: s.__setitem__(key, value)
+
+
+def calls(stores: dict[str, MemoryStore]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for store in stores.values():
+        for op, n in store.calls.items():
+            total[op] = total.get(op, 0) + n
+        store.calls.clear()
+    return total
+
+
+def keys(store: MemoryStore) -> set[str]:
+    return {k for k in store.items if not k.startswith("validity:")}
+
+
+def test_new_session_carries_route_and_lives_on_the_other_hosts_node(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    assert cookie is not None and cookie.endswith("-n2.app1")
+    assert keys(stores["n2"]) == {cookie} and keys(stores["n1"]) == set()
+
+
+def test_unchanged_request_reads_only_the_validity_and_writes_no_record(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    calls(stores)
+    clock.now += 5
+    session, again = request(app1, cookie, lambda s: s["user"])
+    assert again == cookie and session.load_status == "local"
+    assert calls(stores) == {"get_many": 1, "set": 1}  # validity read, validity write
+
+
+def test_validity_refresh_skips_fresh_validity_writes(
+    stores: dict[str, MemoryStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sticky, "VALIDITY_REFRESH", 0.01)
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    calls(stores)
+    clock.now += 5  # under 1% of the 600 s idle timeout: the stored validity is fresh enough
+    request(app1, cookie, lambda s: s["user"])
+    assert calls(stores) == {"get_many": 1}
+    clock.now += 5  # now it is 10 s old: rewritten (no record write)
+    request(app1, cookie, lambda s: s["user"])
+    assert calls(stores) == {"get_many": 1, "set": 1}
+
+
+def test_takeover_by_another_route_keeps_data_and_deletes_old_key(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    assert cookie is not None
+    clock.now += 1
+    session, taken = request(app2, cookie, lambda s: s["user"])
+    assert session["user"] == "ann" and session.load_status == "taken_over"
+    assert taken is not None and taken.endswith("-n1.app2")  # n2 is app2's failover node
+    assert taken.split("-")[0] == cookie.split("-")[0]  # same base: takeover keeps the id
+    assert cookie not in stores["n2"].items and taken in stores["n1"].items
+    # app1 still holds the old id in memory, but the store says it was deleted: not served
+    session, _ = request(app1, cookie, lambda s: s.get("user"))
+    assert session.is_new and session.get("user") is None
+    assert app1.stats["load_invalidated"] == 1
+
+
+def test_two_processes_behind_one_route_never_serve_stale_data(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    a, b = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(a, None, put("n", 0))
+    for i in range(1, 8):
+        manager = (b, a)[i % 2]
+        session, cookie = request(manager, cookie, lambda s: s.__setitem__("n", s["n"] + 1))
+        assert session["n"] == i
+    # no time passes between requests: stamps still order the writes
+    session, _ = request(b, cookie, lambda s: s["n"])
+    assert session["n"] == 7
+
+
+def test_logout_elsewhere_is_never_served_again(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    a, b = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(a, None, put("user", "ann"))
+    request(b, cookie, lambda s: s.invalidate())
+    session, _ = request(a, cookie, lambda s: s.get("user"))
+    assert session.is_new and session.get("user") is None
+
+
+def test_dead_node_relocates_to_the_failover_node_and_back(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    stores["n2"].down = True
+    clock.now += 1
+    session, moved = request(app1, cookie, lambda s: s["user"])
+    assert session["user"] == "ann"
+    assert moved is not None and moved.endswith("-n1.app1") and moved in stores["n1"].items
+    stores["n2"].down = False
+    clock.now += 11  # past node_dead_timeout: n2 is up again
+    session, back = request(app1, moved, lambda s: s["user"])
+    assert session["user"] == "ann" and back is not None and back.endswith("-n2.app1")
+    assert back in stores["n2"].items and moved not in stores["n1"].items
+
+
+def test_all_nodes_down_keeps_the_id_and_writes_once_a_node_is_back(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("n", 1))
+    for store in stores.values():
+        store.down = True
+    for i in range(2, 5):
+        clock.now += 1
+        session, same = request(app1, cookie, lambda s: s.__setitem__("n", s["n"] + 1))
+        assert same == cookie and session["n"] == i
+    for store in stores.values():
+        store.down = False
+        store.items.clear()  # restarted empty
+    clock.now += 11
+    session, same = request(app1, cookie, lambda s: s["n"])
+    assert session["n"] == 4 and same == cookie
+    assert cookie in stores["n2"].items  # re-homed under its own id
+
+
+def test_new_session_while_all_nodes_are_down_is_kept_in_memory(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    for store in stores.values():
+        store.down = True
+    _, cookie = request(app1, None, put("user", "ann"))
+    assert cookie is not None
+    for store in stores.values():
+        store.down = False
+    clock.now += 11
+    session, same = request(app1, cookie, lambda s: s["user"])
+    assert session["user"] == "ann" and same is not None
+    assert same in stores["n1"].items or same in stores["n2"].items
+
+
+def test_node_restarted_empty_is_refilled_from_memory(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    stores["n2"].items.clear()
+    session, same = request(app1, cookie, lambda s: s["user"])
+    assert session["user"] == "ann" and same == cookie and cookie in stores["n2"].items
+
+
+def test_reads_alone_keep_the_stored_copy_alive(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    assert cookie is not None
+    for _ in range(10):  # 10 x 400 s = 6.7 idle timeouts, only reads
+        clock.now += 400
+        session, _ = request(app1, cookie, lambda s: s["user"])
+        assert session.load_status == "local"
+        assert cookie in stores["n2"].items and "validity:" + cookie in stores["n2"].items
+    # the app process dies: the other app finds it in the store
+    session, _ = request(app("app2", stores, clock), cookie, lambda s: s["user"])
+    assert session["user"] == "ann"
+
+
+def test_idle_timeout_ends_the_local_copy(stores: dict[str, MemoryStore], clock: Clock) -> None:
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    clock.now += 601
+    session, _ = request(app1, cookie, lambda s: s.get("user"))
+    assert session.is_new and session.get("user") is None
+    assert app1.stats["load_expired"] == 1
+
+
+def test_another_process_refreshing_the_session_keeps_it_alive_here(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    a, b = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(a, None, put("user", "ann"))
+    for _ in range(3):  # b serves it for 900 s; a's own copy looks idle but is not
+        clock.now += 300
+        request(b, cookie, lambda s: s["user"])
+    session, _ = request(a, cookie, lambda s: s["user"])
+    assert session["user"] == "ann" and session.load_status == "found"
+
+
+def test_unknown_id_is_not_adopted(stores: dict[str, MemoryStore], clock: Clock) -> None:
+    app1 = app("app1", stores, clock)
+    forged = "0" * 32 + "-n2.app1"
+    session, cookie = request(app1, forged, put("x", 1))
+    assert session.id != forged and cookie != forged
+
+
+def test_sticky_cache_is_bounded(stores: dict[str, MemoryStore], clock: Clock) -> None:
+    app1 = app("app1", stores, clock, sticky_cache_size=3)
+    cookies = [request(app1, None, put("i", i))[1] for i in range(5)]
+    assert app1._sticky is not None and len(app1._sticky.cache) == 3
+    assert app1.stats["sticky_evicted"] == 2
+    session, _ = request(app1, cookies[0], lambda s: s["i"])  # evicted: read from the store
+    assert session["i"] == 0 and session.load_status == "found"

@@ -1,0 +1,163 @@
+"""Sticky mode end to end: gunicorn app processes and real memcached nodes, crossed over as
+two hosts (host 1 runs app1 and n1, host 2 runs app2 and n2; app1 keeps its sessions on n2
+and lists n1 as failover node, app2 the other way round). Nodes die by SIGKILL."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymemcache.client.base import Client
+
+from support.servers import HOST, ServerProcess
+
+pytestmark = pytest.mark.integration
+TESTS = str(Path(__file__).resolve().parents[1])
+Nodes = Callable[[int], list[ServerProcess]]
+
+
+def gunicorn(route: str, nodes: list[ServerProcess], failover: str) -> ServerProcess:
+    env = [
+        f"MSM_MEMCACHED_NODES={','.join(f'{n.name}:{n.address}' for n in nodes)}",
+        f"MSM_FAILOVER_NODES={failover}",
+        "MSM_STICKY=true",
+        f"MSM_ROUTE={route}",
+        "MSM_NODE_DEAD_TIMEOUT=0.3",
+    ]
+    argv = ["env", *env, sys.executable, "-m", "gunicorn", "-w", "1", "--pythonpath", TESTS]
+    return ServerProcess(
+        lambda port: [*argv, "-b", f"{HOST}:{port}", "support.sticky_wsgi:app"], name=route
+    )
+
+
+@pytest.fixture
+def apps() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(route: str, nodes: list[ServerProcess], failover: str) -> ServerProcess:
+        server = gunicorn(route, nodes, failover).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class Browser:
+    """Keeps the session cookie like a browser does."""
+
+    def __init__(self, cookie: str | None = None) -> None:
+        self.cookie = cookie
+
+    def get(self, app: ServerProcess, path: str = "/") -> dict[str, Any]:
+        conn = http.client.HTTPConnection(HOST, app.port, timeout=10)
+        headers = {"Cookie": f"MSMSESSIONID={self.cookie}"} if self.cookie else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body: dict[str, Any] = json.loads(response.read())
+        set_cookie = response.getheader("Set-Cookie")
+        if set_cookie:
+            self.cookie = set_cookie.split(";")[0].partition("=")[2] or None
+        conn.close()
+        assert response.status == 200
+        return body
+
+
+def stored(node: ServerProcess, key: str) -> bytes | None:
+    client = Client((HOST, node.port), timeout=2)
+    try:
+        value: bytes | None = client.get(key)
+        return value
+    finally:
+        client.close()
+
+
+def test_takeover_moves_the_session_to_the_other_route(memcached_nodes: Nodes, apps: Any) -> None:
+    m1, m2 = memcached_nodes(2)
+    app1 = apps("app1", [m1, m2], "n1")
+    app2 = apps("app2", [m1, m2], "n2")
+    user = Browser()
+    user.get(app1, "/set?user=ann")
+    old = user.cookie
+    assert old is not None and old.endswith("-n2.app1") and stored(m2, old) is not None
+    body = user.get(app2)
+    assert body["data"] == {"user": "ann"}
+    assert user.cookie is not None and user.cookie.endswith("-n1.app2")
+    assert user.cookie.split("-")[0] == old.split("-")[0]
+    assert stored(m2, old) is None and stored(m1, user.cookie) is not None
+    assert user.get(app2, "/set?more=1")["data"] == {"user": "ann", "more": "1"}
+
+
+def test_dead_cache_node_relocates_and_a_dead_host_loses_nothing(
+    memcached_nodes: Nodes, apps: Any
+) -> None:
+    m1, m2 = memcached_nodes(2)
+    app1 = apps("app1", [m1, m2], "n1")
+    app2 = apps("app2", [m1, m2], "n2")
+    users = []
+    for i in range(4):
+        for app in (app1, app2):
+            user = Browser()
+            user.get(app, f"/set?user=u{i}{app.name}")
+            users.append((user, app))
+    m2.kill()  # app1's sessions live on n2: they move to n1, app1's failover node
+    for user, app in users:
+        if app is app1:
+            assert user.get(app1)["data"] == {"user": f"u{user_index(users, user)}app1"}
+            assert user.cookie is not None and user.cookie.endswith("-n1.app1")
+    app2.kill()  # host 2 is gone entirely: app1 serves every session
+    for user, app in users:
+        expected = {"user": f"u{user_index(users, user)}{app.name}"}
+        assert user.get(app1)["data"] == expected
+        assert user.cookie is not None and user.cookie.endswith("-n1.app1")
+
+
+def user_index(users: list[tuple[Browser, ServerProcess]], user: Browser) -> int:
+    return [u for u, _ in users].index(user) // 2
+
+
+def test_all_nodes_down_and_back(memcached_nodes: Nodes, apps: Any) -> None:
+    m1, m2 = memcached_nodes(2)
+    app1 = apps("app1", [m1, m2], "n1")
+    user = Browser()
+    user.get(app1, "/incr")
+    cookie = user.cookie
+    m1.kill()
+    m2.kill()
+    for n in range(2, 5):
+        assert user.get(app1, "/incr")["data"] == {"n": n}
+        assert user.cookie == cookie  # no cookie churn while nothing can store it
+    m1.start()
+    m2.start()
+    assert cookie is not None
+    for _ in range(50):  # the nodes are retried once node_dead_timeout (0.3 s) passed
+        assert user.get(app1)["data"] == {"n": 4}
+        if stored(m2, user.cookie or "") or stored(m1, user.cookie or ""):
+            break
+        time.sleep(0.1)
+    home = m2 if user.cookie == cookie else m1  # n2, or n1 if n1 answered first
+    assert stored(home, user.cookie or "") is not None
+
+
+def test_two_processes_behind_one_route_never_serve_stale_data(
+    memcached_nodes: Nodes, apps: Any
+) -> None:
+    m1, m2 = memcached_nodes(2)
+    a = apps("app1", [m1, m2], "n1")
+    b = apps("app1", [m1, m2], "n1")
+    user = Browser()
+    pids = set()
+    for n in range(1, 13):
+        body = user.get((a, b)[n % 2], "/incr")
+        assert body["data"] == {"n": n}
+        pids.add(body["pid"])
+    assert len(pids) == 2
+    user.get(a, "/logout")
+    assert user.get(b)["data"] == {}
