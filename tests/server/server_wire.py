@@ -15,7 +15,8 @@ def exchange(port: int, data: bytes, until: bytes = b"MN\r\n", timeout: float = 
 
 
 def talk(sock: socket.socket, data: bytes, until: bytes = b"MN\r\n", timeout: float = 3.0) -> bytes:
-    sock.sendall(data)
+    if data:
+        sock.sendall(data)
     answer = b""
     deadline = time.monotonic() + timeout
     while not answer.endswith(until):
@@ -28,3 +29,15 @@ def talk(sock: socket.socket, data: bytes, until: bytes = b"MN\r\n", timeout: fl
             break
         answer += chunk
     return answer
+
+
+def server_stats(port: int, section: str | None = None) -> dict[bytes, object]:
+    """`stats` through pymemcache (which parses numbers), closing its socket."""
+    from pymemcache.client.base import Client
+
+    client = Client((HOST, port))
+    try:
+        result: dict[bytes, object] = client.stats(section) if section else client.stats()
+        return result
+    finally:
+        client.close()

@@ -82,6 +82,7 @@ def emit_values(
         item.fetched = True
         out.append(value_header(key, item, with_cas))
         out.append(item.value + b"\r\n")
+        conn.out_bytes += len(item.value)
     out.append(b"END\r\n")
 
 

@@ -129,6 +129,7 @@ def mg(conn: Connection, words: list[bytes]) -> None:
     item.fetched = True
     if "v" in flags:
         conn.out.append(b"VA %d%s\r\n%s\r\n" % (len(item.value), returned, item.value))
+        conn.out_bytes += len(item.value)
     else:
         conn.out.append(b"HD" + returned + b"\r\n")
 

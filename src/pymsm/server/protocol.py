@@ -23,6 +23,7 @@ ERROR = b"ERROR\r\n"
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
 BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
 UINT64 = (1 << 64) - 1
+OUTPUT_CHUNK = 256 * 1024  # hand answers to the transport at least this often
 _NUMBER = re.compile(rb"[\t\n\v\f\r ]*([+-]?)(\d+)\Z")
 
 Handler = Callable[["Connection", list[bytes]], None]
@@ -56,6 +57,8 @@ class Connection:
         self.swallow = 0  # bytes of a refused data block still to discard
         self.expect: tuple[int, DataHandler] | None = None  # a data block we wait for
         self.started = False
+        self.out_bytes = 0  # value bytes queued in `out` since the last flush
+        self.on_output: Callable[[], None] | None = None  # lets the transport drain `out`
 
     # input
 
@@ -94,6 +97,8 @@ class Connection:
                 line = bytes(buf[pos : end - 1 if end > pos and buf[end - 1] == 13 else end])
                 pos = end + 1
                 self.execute(line)
+            if self.out_bytes > OUTPUT_CHUNK and self.on_output is not None:
+                self.on_output()  # may pause us (backpressure) before the next command
         del buf[:pos]
 
     def _check_partial_line(self, pos: int) -> None:
@@ -131,6 +136,7 @@ class Connection:
     def take_output(self) -> bytes:
         data = b"".join(self.out)
         self.out.clear()
+        self.out_bytes = 0
         self.cache.stats.counters["bytes_written"] += len(data)
         return data
 

@@ -26,6 +26,7 @@ class MemcachedProtocol(asyncio.Protocol):
     def __init__(self, server: MemcachedServer) -> None:
         self.server = server
         self.conn = Connection(server.cache)
+        self.conn.on_output = self._write
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,16 +50,22 @@ class MemcachedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.conn.closing:
             return
-        self.conn.feed(data)
+        try:
+            self.conn.feed(data)
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("closing a connection after an internal error")
+            self.conn.out.append(b"SERVER_ERROR internal error\r\n")
+            self.conn.closing = True
         self._flush()
 
+    def _write(self) -> None:
+        if self.transport is not None and self.conn.out:
+            self.transport.write(self.conn.take_output())
+
     def _flush(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        if self.conn.out:
-            transport.write(self.conn.take_output())
-        if self.conn.closing:
-            transport.close()
+        self._write()
+        if self.conn.closing and self.transport is not None:
+            self.transport.close()
 
     def pause_writing(self) -> None:
         self.conn.paused = True
