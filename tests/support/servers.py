@@ -134,7 +134,8 @@ def embedded_argv(extra: Sequence[str] = ()) -> Callable[[int], list[str]]:
 
 # The kinds of memcached-protocol server the integration suite runs against.
 MEMCACHED_KINDS: dict[str, Callable[..., Callable[[int], list[str]]]] = {
-    "memcached": memcached_argv
+    "memcached": memcached_argv,
+    "embedded": embedded_argv,
 }
 
 
