@@ -16,7 +16,7 @@ from pymsm import __version__
 from pymsm.exceptions import SessionError
 
 # sub-command modules, in the order `msm --help` lists them
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["stats", "sessions", "doctor", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
