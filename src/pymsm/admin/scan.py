@@ -3,7 +3,8 @@
 `scan_node` is a generator: it reads `lru_crawler metadump all` (memcached >= 1.4.31) line by line
 and yields one KeyInfo per key, so memory stays bounded whatever the number of keys. Servers
 without metadump fall back to `stats cachedump` per slab class, which memcached caps at about
-2 MB of answer per class: on such servers a listing can be partial (`ScanInfo.partial`).
+2 MB of answer per class, and with a segmented LRU (memcached >= 1.5 with its crawler off)
+walks only one segment of each class: such listings can be partial (`ScanInfo.partial`).
 
 Key kinds (see DESIGN.md, storage layout), `P` the storage prefix and `S` a valid session id:
 `P S` primary, `validity:P S`, `bak:P S` backup, `bak:validity:P S`, `lock:P S`; anything else
@@ -145,6 +146,7 @@ CACHEDUMP_CAP = 2 * 1024 * 1024  # memcached answers at most this much per slab 
 def _cachedump(conn: Connection, info: ScanInfo) -> Iterator[_Raw]:
     classes = sorted({int(k.split(":")[1]) for k in conn.stats("items") if k.endswith(":number")})
     started = info.server_time - int(conn.stats().get("uptime", "0") or 0)
+    listed = 0
     for slab in classes:
         answered = 0
         for line in conn.lines(f"stats cachedump {slab} 0"):
@@ -154,5 +156,8 @@ def _cachedump(conn: Connection, info: ScanInfo) -> Iterator[_Raw]:
             size, _, exp = rest.strip("[]").replace(" b;", "").replace(" s", "").partition(" ")
             expires = int(exp)
             never = expires == 0 or abs(expires - started) <= 1  # old servers add start time
+            listed += 1
             yield key, int(size), None if never else expires, None
         info.partial = info.partial or answered >= CACHEDUMP_CAP - 1024
+    # with a segmented LRU (memcached 1.5+) cachedump walks only one segment of each class
+    info.partial = info.partial or listed < info.estimated

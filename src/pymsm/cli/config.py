@@ -83,13 +83,11 @@ def run_show(args: argparse.Namespace) -> int:
         value = getattr(config, name)
         if name in SECRET and value is not None:
             value = "(set, hidden)"
-        elif name in SECONDS:
-            value = f"{value:g}s"  # Config holds seconds whatever unit the source used
         rows.append((name, value, source))
     if args.json:
         print_json({name: {"value": _plain(v), "source": s} for name, v, s in rows})
     else:
-        table(["SETTING", "VALUE", "SOURCE"], [(n, _shown(v), s) for n, v, s in rows])
+        table(["SETTING", "VALUE", "SOURCE"], [(n, _shown(n, v), s) for n, v, s in rows])
     return OK
 
 
@@ -97,7 +95,9 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
-def _shown(value: Any) -> str:
+def _shown(name: str, value: Any) -> str:
+    if name in SECONDS:
+        return f"{value:g}s"  # Config holds seconds, whatever unit the source used
     return repr(value) if isinstance(value, str) else str(value)
 
 

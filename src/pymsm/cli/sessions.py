@@ -101,7 +101,10 @@ def scan(config: Config, args: argparse.Namespace, failed: dict[str, str]) -> It
             keys.close()
         progress.done()
         if info.partial:
-            warn(f"{node.name}: stats cachedump caps its answer; this listing is partial")
+            warn(
+                f"{node.name}: stats cachedump shows only part of the {info.estimated} keys: "
+                "this listing is partial (enable the LRU crawler for metadump)"
+            )
 
 
 def _report(failed: dict[str, str]) -> int:
