@@ -285,14 +285,19 @@ def check_backups(
             )
             continue
         checked = f"{len(sample.picked)} of {sample.primaries} sessions checked"
+        why = (
+            f"{', '.join(unreachable)} unreachable (each use of a session writes its backup again)"
+            if unreachable
+            else "a backup node was down when they were last written, or session_backup_async "
+            "dropped writes"
+        )
         if missing:
             found.append(
                 Finding(
                     "problem",
                     f"{sample.node} backups",
                     f"{len(missing)} sessions without a backup ({checked}), e.g. {missing[0]}: "
-                    "they are lost if this node dies; a backup node was down when they were "
-                    "last written, or session_backup_async drops writes",
+                    f"they are lost if this node dies; {why}",
                 )
             )
         else:

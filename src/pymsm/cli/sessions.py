@@ -248,7 +248,7 @@ def _print_report(report: admin.Report, reveal: bool) -> None:
         expires = main.validity.expires_at()
         print(f"expires    {'never' if expires is None else _time(expires)}")
     print(f"idle limit {human_seconds(main.max_inactive)}")
-    for copy in report.copies:
+    for copy in sorted(report.copies, key=lambda c: c.role != "primary"):
         size = "-" if copy.raw is None else f"{len(copy.raw)} bytes"
         note = f"  ERROR {copy.error}" if copy.error else ""
         print(f"copy       {copy.role} on {copy.node}: {size}, written {_time(copy.written)}{note}")
