@@ -226,7 +226,8 @@ class Config:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         table = data.get("pymsm", data)
-        return cls.from_settings(None, **{**file_settings(table, path), **settings})
+        # later wins: file, then the environment, then keyword arguments
+        return cls(**{**file_settings(table, path), **env_settings(), **settings})
 
 
 def setting_names() -> list[str]:

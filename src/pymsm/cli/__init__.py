@@ -16,7 +16,15 @@ from pymsm import __version__
 from pymsm.exceptions import SessionError
 
 # sub-command modules, in the order `msm --help` lists them
-COMMANDS: list[str] = ["memcached", "balancer", "nginx-config"]
+COMMANDS: list[str] = [
+    "stats",
+    "sessions",
+    "doctor",
+    "config",
+    "memcached",
+    "balancer",
+    "nginx-config",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
