@@ -345,6 +345,7 @@ def test_exit_codes_in_a_real_process(cluster) -> None:
     assert down.returncode == 1 and "n2" in down.stderr and "Traceback" not in down.stderr
 
 
+@pytest.mark.parametrize("memcached_kind", ["memcached"])  # memcached -o options, its LRU
 def test_old_servers_are_listed_with_cachedump(memcached_nodes, capsys) -> None:
     # with its LRU crawler off, memcached refuses metadump as servers before 1.4.31 do; without
     # the LRU maintainer its LRU is not segmented either, as on those servers
@@ -360,6 +361,7 @@ def test_old_servers_are_listed_with_cachedump(memcached_nodes, capsys) -> None:
         server.kill()
 
 
+@pytest.mark.parametrize("memcached_kind", ["memcached"])  # memcached -o options, its LRU
 def test_cachedump_on_a_segmented_lru_is_reported_partial(memcached_nodes, capsys) -> None:
     servers = memcached_nodes(1, ("-o", "no_lru_crawler"))
     nodes = f"n1:{servers[0].address}"
