@@ -131,3 +131,10 @@ def test_acquire_reports_a_failed_node() -> None:
 def test_release_deletes_only_our_token() -> None:
     ops, released = drive(locking.release(locking.Lock("n1", "lock:S", b"tok")), [False])
     assert ops == [DeleteIf("n1", "lock:S", b"tok")] and released is False
+
+
+def test_markers_are_public() -> None:
+    import pymsm
+
+    assert pymsm.readonly is locking.readonly and pymsm.writes is locking.writes
+    assert {"readonly", "writes"} <= set(pymsm.__all__)

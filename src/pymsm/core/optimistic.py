@@ -11,18 +11,21 @@ A record that is gone (logout, expiry) is never written again: `cas` on an absen
 
 from __future__ import annotations
 
+import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from pymsm.exceptions import CodecError, RecordError, StoreError
 
-from .ops import Cas, Gets, Op
+from .ops import Cas, Gets, Op, Sleep
 from .session import Session
 
 if TYPE_CHECKING:
     from .flows import Context
 
-MAX_RETRIES = 8
+MAX_RETRIES = 10
+MAX_JITTER = 0.05  # s: a retry that conflicted again waits up to 1 ms, 2 ms, ... at most 50 ms
+_rng = random.Random()
 
 
 def own_changes(
@@ -71,10 +74,13 @@ def resolve(
 ) -> Generator[Op, Any, tuple[str, bytes | None]]:
     """After a refused `cas`: re-read, merge, `cas` again. Returns (status, raw record written):
     ("stored", raw), ("gone", None) when the record disappeared, ("failed", None) when the
-    node failed, the fresh record is unreadable, or the retries ran out."""
+    node failed, the fresh record is unreadable, or the retries ran out. From the second retry
+    on it waits a random, growing delay (a `Sleep` op) so hot writers stop colliding in step."""
     base = _base(ctx, session)
     changes = own_changes(session, base)
-    for _ in range(MAX_RETRIES):
+    for attempt in range(MAX_RETRIES):
+        if attempt:  # conflicted again: hot session; spread the writers out (full jitter)
+            yield Sleep(_rng.uniform(0, min(MAX_JITTER, 0.001 * 2**attempt)))
         ctx.counts["cas_retry"] += 1
         found = yield Gets(node, (key,))
         if isinstance(found, StoreError):
