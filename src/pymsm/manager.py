@@ -181,7 +181,8 @@ class _Base:
 
     def _note_save(self, session: Session, saved: flows.Saved) -> None:
         guard = session.lock
-        if isinstance(guard, Guard) and saved.status not in ("unchanged", "skipped"):
+        wrote = session.invalidated or saved.status not in ("unchanged", "skipped")
+        if isinstance(guard, Guard) and wrote:
             guard.wrote = True
 
 
