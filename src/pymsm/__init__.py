@@ -6,6 +6,7 @@ next node, failover nodes, sticky and non-sticky modes) rebuilt for WSGI and ASG
 
 from pymsm.config import Config
 from pymsm.core.ids import SessionId
+from pymsm.core.locking import readonly, writes
 from pymsm.core.session import Session
 from pymsm.exceptions import (
     CodecError,
@@ -43,4 +44,6 @@ __all__ = [
     "StoreTimeout",
     "StoreUnavailable",
     "__version__",
+    "readonly",
+    "writes",
 ]

@@ -77,7 +77,9 @@ class BackupWriter:
             ):
                 with self._lock:
                     self.failed += 1
-                log.warning("session backup write to %s failed: %s", op.node, result)
+                log.warning(
+                    "session backup write to %s failed: %s", getattr(op, "node", "?"), result
+                )
                 return
         with self._lock:
             self.written += 1

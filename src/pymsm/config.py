@@ -186,10 +186,12 @@ class Config:
                 )
         prefix = "_".join(p for p in parts if p)
         prefix = prefix + "_" if prefix else ""
-        if not _PREFIX.fullmatch(prefix) or prefix.startswith(("validity:", "bak:", "lock:")):
+        if not _PREFIX.fullmatch(prefix) or prefix.startswith(
+            ("validity:", "bak:", "lock:", "tomb:")
+        ):
             raise ConfigError(
                 f"storage_key_prefix gives {prefix!r}: it may hold letters, digits and _.:- (100 at most) "
-                "and must not start with validity:, bak: or lock: (those name pymsm's own keys)"
+                "and must not start with validity:, bak:, lock: or tomb: (those name pymsm's own keys)"
             )
         return prefix
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Mapping
@@ -17,14 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm import cookies
 from pymsm.config import Config
-from pymsm.core import flows
+from pymsm.core import flows, locking
 from pymsm.core.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec, codec_by_name
 from pymsm.core.ids import SessionId
 from pymsm.core.nodes import Health
-from pymsm.core.ops import Op, call_args
+from pymsm.core.ops import Op, Sleep, call_args
 from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
-from pymsm.exceptions import ConfigError, InvalidSessionId, ItemTooLarge, StoreError
+from pymsm.exceptions import ConfigError, InvalidSessionId, ItemTooLarge, LockTimeout, StoreError
+from pymsm.locks import Guard, LocalLocks
 from pymsm.stores.base import Store
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ class _Base:
             re.compile(cfg.session_attribute_filter) if cfg.session_attribute_filter else None
         )
         self.stats: Counter[str] = Counter()
+        self.locking = locking.LockingMode.parse(cfg.locking_mode)
+        self.learner = locking.ReadOnlyLearner()
 
     def ignores(self, path: str) -> bool:
         """Requests whose path matches `request_uri_ignore_pattern` never touch a session."""
@@ -134,6 +138,56 @@ class _Base:
     def read_cookie(self, header: str | None) -> str | None:
         return cookies.read_cookie(header, self.config.cookie_name)
 
+    # -- locking (shared by the sync and async managers) ----------------------------------------
+
+    def guard(self, method: str, path: str, declared: str | None) -> Guard:
+        """This request's plan: take the lock or not, write with cas or not."""
+        plan = locking.decide(self.locking, method, path, declared, self.learner, self.clock())
+        return Guard(method, path, plan)
+
+    def lock_flow(
+        self, ctx: flows.Context, sid: SessionId
+    ) -> Generator[Op, Any, tuple[str, locking.Lock | None]]:
+        """Acquire `lock:P S` on the node in S with a fresh owner token, within the wait."""
+        node = ctx.node_of(sid)
+        if node is None or not ctx.up(node):
+            return "unavailable", None
+        cfg = self.config
+        assert cfg.lock_wait_timeout is not None
+        token = secrets.token_hex(16).encode()
+        deadline = ctx.now + cfg.lock_wait_timeout
+        return (
+            yield from locking.acquire(
+                node, ctx.keys(sid).lock, token, cfg.lock_expiration, deadline, ctx.now
+            )
+        )
+
+    def lock_failed(self, sid: SessionId, status: str) -> None:
+        """Apply `lock_failure` after a lock timeout: raise LockTimeout, or log and proceed
+        (the request still writes with cas + merge). An unreachable node always proceeds."""
+        self.stats["lock_" + status] += 1
+        name = redact(str(sid))
+        if status == "timeout" and self.config.lock_failure == "error":
+            raise LockTimeout(
+                f"session {name} stayed locked for lock_wait_timeout="
+                f"{self.config.lock_wait_timeout}s; raise lock_wait_timeout, or set "
+                "lock_failure='proceed' to continue without the lock"
+            )
+        log.warning("proceeding without the lock of session %s: lock %s", name, status)
+
+    def observe(self, session: Session, guard: Guard) -> None:
+        """Teach the `auto` learner what this request did (once, when it ends)."""
+        if self.locking.name != "auto" or guard.observed or not session.loaded:
+            return
+        guard.observed = True
+        self.learner.observe(guard.method, guard.path, guard.wrote, self.clock())
+
+    def _note_save(self, session: Session, saved: flows.Saved) -> None:
+        guard = session.lock
+        wrote = session.invalidated or saved.status not in ("unchanged", "skipped")
+        if isinstance(guard, Guard) and wrote:
+            guard.wrote = True
+
 
 class SessionManager(_Base):
     """Sessions over the configured nodes, for threaded or single-threaded servers.
@@ -155,6 +209,7 @@ class SessionManager(_Base):
             stores if stores is not None else self._memcached_stores()
         )
         self._sticky = self._sticky_sessions(stores is None) if self.config.sticky else None
+        self.local_locks = LocalLocks()
 
     def _memcached_stores(self) -> dict[str, Store]:
         from pymsm.stores.memcached import MemcachedStore
@@ -176,28 +231,31 @@ class SessionManager(_Base):
 
     def run(self, flow: Generator[Op, Any, T]) -> T:
         """The sync driver: run each operation on its node's store, send back result or error."""
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(self._execute(op))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+        return drive(flow, self._execute)
 
     def _execute(self, op: Op) -> Any:
-        method, args = call_args(op)
-        try:
-            result = getattr(self.stores[op.node], method)(*args)
-        except StoreError as exc:
-            if not isinstance(exc, ItemTooLarge):
-                self.health.failed(op.node, self.clock())
-            return exc
-        self.health.succeeded(op.node, self.clock())
-        return result
+        return execute(op, self.stores, self.health, self.clock)
 
-    def open(self, cookie: str | None) -> Session:
-        """A lazy session for the id in `cookie`: loaded on first use, new if absent or invalid."""
-        return Session.lazy(lambda session: self._load_into(session, cookie))
+    def open(
+        self,
+        cookie: str | None,
+        method: str = "GET",
+        path: str = "/",
+        access: Callable[[], str | None] | None = None,
+    ) -> Session:
+        """A lazy session for the id in `cookie`: loaded on first use, new if absent or invalid.
+
+        `method` and `path` feed the locking decision; `access()` is asked at load time for a
+        declared "read" or "write" (see pymsm.core.locking). With a locking mode that covers the
+        request, the load takes the session's lock: call `release(session)` when the request
+        ends, also on errors. Loading raises LockTimeout with `lock_failure='error'`.
+        """
+
+        def loader(session: Session) -> None:
+            session.lock = self.guard(method, path, access() if access else None)
+            self._load_into(session, cookie)
+
+        return Session.lazy(loader)
 
     def load(self, cookie: str | None) -> Session:
         session = self.open(cookie)
@@ -209,8 +267,50 @@ class SessionManager(_Base):
             return self._sticky.load_into(session, cookie)
         ctx = self.context()
         sid = self.parse_id(cookie)
+        guard = session.lock
+        if isinstance(guard, Guard):
+            ctx.cas = guard.plan.cas
+            if guard.plan.lock and sid is not None:
+                self._lock(ctx, sid, guard)
+                ctx.now = self.clock()  # waiting for the lock took time
         loaded = self.run(flows.load(ctx, sid)) if sid else flows.Loaded("new")
         self._loaded(ctx, session, loaded)
+
+    def _lock(self, ctx: flows.Context, sid: SessionId, guard: Guard) -> None:
+        """Local lock first (one process never races itself), then the store's lock."""
+        assert self.config.lock_wait_timeout is not None
+        local = sid.base
+        if not self.local_locks.acquire(local, self.config.lock_wait_timeout):
+            self.lock_failed(sid, "timeout")
+            return
+        guard.local = local
+        try:
+            status, guard.lock = self.run(self.lock_flow(ctx, sid))
+            if guard.lock is None:
+                self.lock_failed(sid, status)
+        except BaseException:
+            self.release_guard(guard)
+            raise
+
+    def release(self, session: Session) -> None:
+        """The request is over: release its locks (only ours: owner token) and let the `auto`
+        learner observe it. Idempotent; call it after the last save, also on errors."""
+        guard = session.lock
+        if not isinstance(guard, Guard):
+            return
+        self.observe(session, guard)
+        self.release_guard(guard)
+
+    def release_guard(self, guard: Guard) -> None:
+        lock, guard.lock = guard.lock, None
+        try:
+            if lock is not None and not self.run(locking.release(lock)):
+                self.stats["lock_lost"] += 1
+                log.warning("lock %s had expired and was taken over", redact(lock.key))
+        finally:
+            local, guard.local = guard.local, None
+            if local is not None:
+                self.local_locks.release(local)
 
     def save(self, session: Session) -> flows.Saved:
         """Write what the request changed. Never raises for store trouble: it logs and counts."""
@@ -219,13 +319,46 @@ class SessionManager(_Base):
         if self._sticky is not None:
             return self._sticky.save(session)
         ctx = self.context()
-        return self._saved(ctx, session, self.run(flows.save(ctx, session)))
+        guard = session.lock
+        ctx.cas = guard.plan.cas if isinstance(guard, Guard) else ctx.cas
+        saved = self.run(flows.save(ctx, session))
+        self.stats.update(ctx.counts)
+        self._note_save(session, saved)
+        return self._saved(ctx, session, saved)
 
     def close(self) -> None:
         if self._sticky is not None:
             self._sticky.close()  # drains the async backup queue first
         for store in self.stores.values():
             store.close()
+
+
+def drive(flow: Generator[Op, Any, T], run_op: Callable[[Op], Any]) -> T:
+    """Run a flow to its end: each yielded op goes to `run_op`, its result back into the flow."""
+    try:
+        op = next(flow)
+        while True:
+            op = flow.send(run_op(op))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def execute(op: Op, stores: Mapping[str, Store], health: Health, clock: Callable[[], float]) -> Any:
+    """Carry out one op: a Sleep sleeps (and answers the clock); a store op runs on its node's
+    store, records the node's health, and answers the result or the StoreError."""
+    if isinstance(op, Sleep):
+        time.sleep(op.seconds)
+        return clock()
+    method, args = call_args(op)
+    try:
+        result = getattr(stores[op.node], method)(*args)
+    except StoreError as exc:
+        if not isinstance(exc, ItemTooLarge):
+            health.failed(op.node, clock())
+        return exc
+    health.succeeded(op.node, clock())
+    return result
 
 
 def _decoders(codec: Codec, signed: bool) -> dict[int, Codec]:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pymsm.backup import BackupWriter
 from pymsm.core import flows, sticky
 from pymsm.core.lru import LruCache
-from pymsm.core.ops import Add, Delete, Get, Op, Replace, call_args
+from pymsm.core.ops import Add, Delete, Get, Op, Replace
 from pymsm.core.session import Session
-from pymsm.exceptions import ItemTooLarge, StoreError
+from pymsm.manager import drive, execute
 from pymsm.stores.base import Store
 
 if TYPE_CHECKING:
@@ -54,29 +54,9 @@ class StickySessions:
     def _on(self, stores: Mapping[str, Store]) -> Callable[[Op], Any]:
         """Run one op on `stores`, recording node health as the manager's driver does."""
         health, clock = self.manager.health, self.manager.clock
+        return lambda op: execute(op, stores, health, clock)
 
-        def execute(op: Op) -> Any:
-            method, args = call_args(op)
-            try:
-                result = getattr(stores[op.node], method)(*args)
-            except StoreError as exc:
-                if not isinstance(exc, ItemTooLarge):
-                    health.failed(op.node, clock())
-                return exc
-            health.succeeded(op.node, clock())
-            return result
-
-        return execute
-
-    @staticmethod
-    def _drive(flow: Generator[Op, Any, T], execute: Callable[[Op], Any]) -> T:
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(execute(op))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+    _drive = staticmethod(drive)
 
     def _deferred(self, flow: Generator[Op, Any, T]) -> tuple[T, list[Op]]:
         """Run a save flow with every write answered as done and collected for the writer;

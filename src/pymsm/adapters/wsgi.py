@@ -1,13 +1,22 @@
 """WSGI middleware: the session at `environ["pymsm.session"]`, loaded on first use, written
-before the response is handed back (so a redirect right after login never reads stale data)."""
+before the response is handed back (so a redirect right after login never reads stale data).
+
+Locking: the session's lock (if the locking mode takes one) is held from the first use of the
+session until the response body is closed. The app declares a request read-only or writing with
+`environ["pymsm.access"] = "read" | "write"` before touching the session, or by wrapping a
+`@pymsm.readonly` app. With `lock_failure='error'` a lock timeout answers 503 with Retry-After.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pymsm.config import Config
+from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
+from pymsm.exceptions import LockTimeout
 from pymsm.manager import SessionManager
 
 if TYPE_CHECKING:
@@ -33,7 +42,13 @@ class SessionMiddleware:
         if manager.ignores(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
         sent = manager.read_cookie(environ.get("HTTP_COOKIE"))
-        session = environ[ENVIRON_KEY] = manager.open(sent)
+        declared = declared_access(self.app)
+        session = environ[ENVIRON_KEY] = manager.open(
+            sent,
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO", ""),
+            lambda: environ.get(ACCESS_KEY, declared),
+        )
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             manager.save(session)
@@ -44,7 +59,20 @@ class SessionMiddleware:
                 headers.append(("Vary", "Cookie"))
             return start_response(status, headers, exc_info)
 
-        return _Closing(self.app(environ, start), manager, session)
+        try:
+            return _Closing(self.app(environ, start), manager, session)
+        except LockTimeout:
+            manager.release(session)
+            retry = str(max(1, round(manager.config.lock_wait_timeout or 1)))
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "text/plain"), ("Retry-After", retry)],
+                sys.exc_info(),
+            )
+            return [b"session busy, retry later\n"]
+        except BaseException:
+            manager.release(session)
+            raise
 
 
 class _Closing:
@@ -62,5 +90,8 @@ class _Closing:
             if close is not None:
                 close()
         finally:
-            if self.session.loaded and self.session.modified:
-                self.manager.save(self.session)
+            try:
+                if self.session.loaded and self.session.modified:
+                    self.manager.save(self.session)
+            finally:
+                self.manager.release(self.session)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pymsm.exceptions import CodecError, ItemTooLarge, RecordError, StoreError
 
+from . import optimistic
 from .codecs import Codec
 from .ids import SessionId
 from .nodes import Health, NodeList
-from .ops import Add, Delete, Get, Op, Replace, Set
+from .ops import Add, Cas, Delete, Get, Gets, Op, Replace, Set
 from .records import Record, RecordFormat, Validity
 from .session import Session
 
@@ -42,6 +44,15 @@ class Keys:
         key = prefix + str(sid)
         return cls(key, "validity:" + key, "bak:" + key, "bak:validity:" + key)
 
+    @property
+    def lock(self) -> str:
+        return "lock:" + self.record
+
+    @property
+    def tomb(self) -> str:
+        """Written on delete, on every node that held a copy: no load may bring the id back."""
+        return "tomb:" + self.record
+
 
 @dataclass
 class Context:
@@ -59,6 +70,8 @@ class Context:
     backup_lookups: int = 2
     attribute_filter: re.Pattern[str] | None = None
     events: list[str] = field(default_factory=list)  # reasons worth a log line
+    cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
+    counts: Counter[str] = field(default_factory=Counter)  # for the manager's stats
 
     @property
     def now_ms(self) -> int:
@@ -127,6 +140,7 @@ class Loaded:
     validity: Validity | None = None
     relocated: bool = False
     reason: str = ""
+    token: Any = None  # the record's CAS token, when read with Gets from its own node
 
 
 def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
@@ -140,11 +154,15 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
     errors: list[str] = []
     primary_reachable = False
     if ctx.up(primary):
-        found = yield from _run(Get(primary, (keys.record, keys.validity)))
+        found, token = yield from _read(ctx, primary, (keys.record, keys.validity, keys.tomb))
         if _failed(found):
             errors.append(f"{primary}: {found}")
         elif keys.record in found:
-            return (yield from _open(ctx, sid, found[keys.record], found.get(keys.validity), keys))
+            loaded = yield from _open(ctx, sid, found[keys.record], found.get(keys.validity), keys)
+            loaded.token = token
+            return loaded
+        elif keys.tomb in found:
+            return Loaded("missing", reason="invalidated")
         else:
             primary_reachable = True
     else:
@@ -158,10 +176,12 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
         if not ctx.up(node):
             continue
         looked += 1
-        found = yield from _run(Get(node, (keys.backup, keys.backup_validity)))
+        found = yield from _run(Get(node, (keys.backup, keys.backup_validity, keys.tomb)))
         if _failed(found):
             errors.append(f"{node}: {found}")
             continue
+        if keys.tomb in found:
+            return Loaded("missing", reason="invalidated")
         if keys.backup not in found:
             continue
         loaded = yield from _open(
@@ -174,6 +194,17 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             return loaded
         return (yield from _rehome(ctx, sid, node, loaded))
     return _nothing(errors)
+
+
+def _read(ctx: Context, node: str, keys: tuple[str, ...]) -> Flow[tuple[Any, Any]]:
+    """Multi-get `keys` -> (values or the StoreError, the first key's CAS token or None)."""
+    if not ctx.cas:
+        return (yield from _run(Get(node, keys))), None
+    found = yield from _run(Gets(node, keys))
+    if _failed(found):
+        return found, None
+    token = found[keys[0]][1] if keys[0] in found else None
+    return {k: v for k, (v, _) in found.items()}, token
 
 
 def _nothing(errors: list[str]) -> Loaded:
@@ -287,6 +318,7 @@ class Saved:
 
     status: str
     reason: str = ""
+    merged: bytes | None = None  # the record written after merging onto a fresher copy
 
 
 def save(ctx: Context, session: Session) -> Flow[Saved]:
@@ -323,6 +355,8 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     saved, node = yield from _store(ctx, session, raw, primary, max_inactive, rotated)
     if saved.status != "stored" or node is None:
         return saved
+    if saved.merged is not None:
+        raw, payload = saved.merged, ctx.format.decode(saved.merged).payload
     yield from _write_validity(ctx, session.sid, node, validity, max_inactive, raw)
     session.record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
     session.is_new = False
@@ -379,9 +413,13 @@ def _store(
             op = Add(node, key, raw, ttl)
         elif moved:
             op = Set(node, key, raw, ttl)
+        elif ctx.cas and session.cas_token is not None:
+            op = Cas(node, key, raw, ttl, session.cas_token)
         else:
             op = Replace(node, key, raw, ttl)
         result = yield op
+        if isinstance(op, Cas) and result is not True and not _failed(result):
+            return (yield from _conflict(ctx, session, op, result))
         if isinstance(result, ItemTooLarge):
             return Saved("failed", f"session {session.sid} is too large to store: {result}"), None
         if _failed(result):
@@ -398,20 +436,44 @@ def _store(
     return Saved("failed", "no cache node could store the session"), None
 
 
+def _conflict(
+    ctx: Context, session: Session, op: Cas, result: Any
+) -> Flow[tuple[Saved, str | None]]:
+    """The cas was refused: the record is gone (never resurrected) or changed (merge)."""
+    if result is None:
+        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
+    ctx.counts["cas_conflict"] += 1
+    status, raw = yield from optimistic.resolve(
+        ctx, session, op.node, op.key, op.ttl, _ms(session.created)
+    )
+    if status == "gone":
+        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
+    if status != "stored" or raw is None:
+        return Saved("failed", f"{session.sid}: concurrent writes could not be merged"), None
+    return Saved("stored", "merged", raw), op.node
+
+
 def delete(ctx: Context, sid: SessionId) -> Flow[None]:
     """Delete every copy: the record (waiting, so the next request cannot read it), validity,
-    and the backup keys on every node a load would look at."""
+    and the backup keys on every node a load would look at.
+
+    A tombstone goes first on each of those nodes: a load that finds the tombstone and no record
+    stops there, so an in-flight request cannot refill or re-home the session from a backup
+    copy (or from a backup written after this delete). It lives as long as a record could."""
     primary = ctx.node_of(sid)
     if primary is None:
         return
     keys = ctx.keys(sid)
+    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
     if ctx.up(primary):
+        yield Set(primary, keys.tomb, b"1", tomb_ttl)
         yield Delete(primary, keys.record, noreply=False)
         yield Delete(primary, keys.validity)
     if not ctx.nodes.has_ids:
         return
     for node in ctx.nodes.after(primary)[: ctx.backup_lookups]:
         if ctx.up(node):
+            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
             yield Delete(node, keys.backup)
             yield Delete(node, keys.backup_validity)
 
@@ -453,6 +515,7 @@ def fill(ctx: Context, session: Session, loaded: Loaded) -> None:
         record=loaded.record,
         status="relocated" if loaded.relocated else "found",
     )
+    session.cas_token = loaded.token
 
 
 def _ms(seconds: float) -> int:

@@ -1,5 +1,6 @@
 """The store operations flows yield. A driver runs each on the store of `op.node` and sends back
-the result, or the StoreError it raised (flows decide what a failure means; stores never do)."""
+the result, or the StoreError it raised (flows decide what a failure means; stores never do).
+`Sleep` is the one operation that is not a store call: drivers carry it out themselves."""
 
 from __future__ import annotations
 
@@ -65,7 +66,44 @@ class Touch:
     noreply: bool = False
 
 
-def call_args(op: Op) -> tuple[str, tuple[Any, ...]]:
+@dataclass(frozen=True, slots=True)
+class Gets:
+    """Multi-get with CAS tokens -> {key: (value, token)} for the keys present."""
+
+    node: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Store only if the key still has `token` -> True stored, False changed meanwhile, None
+    absent (deleted meanwhile: never resurrected)."""
+
+    node: str
+    key: str
+    value: bytes
+    ttl: int
+    token: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteIf:
+    """Delete only while the key holds exactly `value` (a lock's owner token) -> bool."""
+
+    node: str
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Not a store operation: the driver sleeps (time.sleep or asyncio.sleep) and sends back its
+    clock (seconds since the epoch) afterwards, so flows can wait without doing I/O."""
+
+    seconds: float
+
+
+def call_args(op: StoreOp) -> tuple[str, tuple[Any, ...]]:
     """The store method and its arguments for `op`: one table for the sync and async drivers."""
     if isinstance(op, Get):
         return "get_many", (op.keys,)
@@ -75,8 +113,15 @@ def call_args(op: Op) -> tuple[str, tuple[Any, ...]]:
         return ("add" if isinstance(op, Add) else "replace"), (op.key, op.value, op.ttl)
     if isinstance(op, Delete):
         return "delete", (op.key, op.noreply)
+    if isinstance(op, Gets):
+        return "gets_many", (op.keys,)
+    if isinstance(op, Cas):
+        return "cas", (op.key, op.value, op.ttl, op.token)
+    if isinstance(op, DeleteIf):
+        return "delete_if", (op.key, op.value)
     return "touch", (op.key, op.ttl, op.noreply)
 
 
-Op: TypeAlias = Get | Set | Add | Replace | Delete | Touch
+StoreOp: TypeAlias = Get | Set | Add | Replace | Delete | Touch | Gets | Cas | DeleteIf
+Op: TypeAlias = StoreOp | Sleep
 Result: TypeAlias = Any

@@ -33,9 +33,11 @@ class Session(MutableMapping[str, Any]):
         "_sid",
         "_this_accessed",
         "accessed",
+        "cas_token",
         "invalidated",
         "is_new",
         "load_status",
+        "lock",
         "modified",
         "mutable_read",
         "record",
@@ -69,6 +71,8 @@ class Session(MutableMapping[str, Any]):
         self.record: Record | None = None  # the stored record as loaded (None when new)
         self.retired: list[SessionId] = []  # ids whose keys the save deletes
         self.load_status = "new"
+        self.cas_token: Any = None  # the record's CAS token as loaded (optimistic writes)
+        self.lock: Any = None  # the manager's per-request lock state (pymsm.locks.Guard)
 
     @classmethod
     def lazy(cls, loader: Callable[[Session], None]) -> Session:
@@ -86,7 +90,11 @@ class Session(MutableMapping[str, Any]):
         loader = self._loader
         if loader is not None:
             self._loader = None
-            loader(self)
+            try:
+                loader(self)
+            except BaseException:
+                self._loader = loader  # not loaded (e.g. LockTimeout): stay lazy, not half-filled
+                raise
 
     def _fill(
         self,
@@ -185,6 +193,10 @@ class Session(MutableMapping[str, Any]):
         self.modified = self.mutable_read = False
         self._changed.clear()
         self._deleted.clear()
+
+    def replace_data(self, data: dict[str, Any]) -> None:
+        """The flows merged this request's changes onto a fresher copy: show the app that."""
+        self._data = data
 
     @property
     def changes(self) -> tuple[frozenset[str], frozenset[str]]:
