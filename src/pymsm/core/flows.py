@@ -294,6 +294,8 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     the backup copies without waiting. Unchanged sessions only get their validity written, and
     the record again once half its idle timeout has passed (that extends its store lifetime) or
     when its backup node came back since it was written (refill)."""
+    # a rotated id is a new key in the store: create it (never `replace` a key that is absent)
+    rotated = any(old.base != session.sid.base for old in session.retired)
     for old in session.retired:
         yield from delete(ctx, old)
     session.retired.clear()
@@ -319,7 +321,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         return Saved("unchanged")
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
-    saved, node = yield from _store(ctx, session, raw, primary, max_inactive)
+    saved, node = yield from _store(ctx, session, raw, primary, max_inactive, rotated)
     if saved.status != "stored" or node is None:
         return saved
     yield from _write_validity(ctx, session.sid, node, validity, max_inactive, raw)
@@ -349,7 +351,12 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
 
 
 def _store(
-    ctx: Context, session: Session, raw: bytes, primary: str | None, max_inactive: int
+    ctx: Context,
+    session: Session,
+    raw: bytes,
+    primary: str | None,
+    max_inactive: int,
+    rotated: bool = False,
 ) -> Flow[tuple[Saved, str | None]]:
     """Write the record on its node; if that node is down or fails, relocate to another."""
     tried: set[str] = set()
@@ -369,8 +376,9 @@ def _store(
         ttl = ctx.record_ttl(max_inactive)
         moved = node != primary
         op: Op
-        if session.is_new or moved:
-            op = Add(node, key, raw, ttl) if session.is_new else Set(node, key, raw, ttl)
+        if session.is_new or rotated or moved:
+            fresh = session.is_new or rotated
+            op = Add(node, key, raw, ttl) if fresh else Set(node, key, raw, ttl)
         else:
             op = Replace(node, key, raw, ttl)
         result = yield op
