@@ -95,7 +95,15 @@ def tree_cpu(pid: int) -> float:
 
 
 def wrk(port: int, seconds: float, connections: int, script: Path) -> dict[str, float]:
-    argv = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
+    argv = [
+        "wrk",
+        "-t",
+        str(connections),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+    ]
     out = subprocess.run(
         [*argv, "-s", str(script), f"http://127.0.0.1:{port}/count"],
         capture_output=True,
