@@ -22,11 +22,12 @@ from pymsm.exceptions import (
     StoreTimeout,
     StoreUnavailable,
 )
-from pymsm.manager import SessionManager
+from pymsm.manager import AsyncSessionManager, SessionManager
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncSessionManager",
     "CodecError",
     "Config",
     "ConfigError",

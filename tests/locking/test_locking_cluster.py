@@ -218,10 +218,12 @@ def test_a_late_release_leaves_the_new_owners_lock(cluster: Callable[..., Cluste
     second.start()
     _until(lambda: mc.get("lock:" + sid) not in (None, first_token))  # ours expired, taken
     second_token = mc.get("lock:" + sid)
-    first.join(10)  # the first holder ends and releases late
+    first.join(60)  # the first holder ends and releases late
+    assert not first.is_alive()
     assert mc.get("lock:" + sid) == second_token
     assert c.stats()[0]["lock_lost"] == 1
-    second.join(10)
+    second.join(60)
+    assert not second.is_alive()
     assert mc.get("lock:" + sid) is None  # the owner released its own lock
 
 

@@ -11,7 +11,7 @@ through `_fill`. The loader does the I/O; this module does none.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Self
 
 from .ids import SessionId
 from .records import Record
@@ -75,7 +75,7 @@ class Session(MutableMapping[str, Any]):
         self.lock: Any = None  # the manager's per-request lock state (pymsm.locks.Guard)
 
     @classmethod
-    def lazy(cls, loader: Callable[[Session], None]) -> Session:
+    def lazy(cls, loader: Callable[[Session], None]) -> Self:
         session = cls()
         session._loader = loader
         return session

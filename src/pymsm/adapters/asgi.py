@@ -1,0 +1,86 @@
+"""ASGI middleware: the session at `scope["session"]`, so Starlette's and FastAPI's
+`request.session` work unchanged (Starlette only asserts the key is there and returns it).
+
+Loading cannot be lazy in async code, so the session is loaded before the app runs, except for
+paths matching `request_uri_ignore_pattern`. It is written before `http.response.start` goes out
+(a redirect right after login never reads stale data), and again when the body is done if a
+streaming app changed it meanwhile. Lifespan and other non-http scopes pass through; websocket
+connections get the session loaded at connect, read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pymsm.config import Config
+from pymsm.core.session import Session
+from pymsm.manager import AsyncSessionManager
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SessionMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config | None = None,
+        *,
+        manager: AsyncSessionManager | None = None,
+        **settings: Any,
+    ) -> None:
+        self.app = app
+        self.manager = manager or AsyncSessionManager(config, **settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.manager.ignores(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        manager = self.manager
+        sent = manager.read_cookie(_header(scope, b"cookie"))
+        session = scope["session"] = await manager.load(sent)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                await self._finish(session, sent, message)
+            elif _last_body(message) and session.modified:
+                await manager.save(session)  # changed while streaming: the headers are gone
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+        if not started and session.modified:
+            await manager.save(session)
+
+    async def _finish(self, session: Session, sent: str | None, message: Message) -> None:
+        manager = self.manager
+        manager.end_if_emptied(session)
+        await manager.save(session)
+        headers = list(message.get("headers", []))
+        cookie = manager.set_cookie(session, sent)
+        if cookie is not None:
+            headers.append((b"set-cookie", cookie.encode("latin-1")))
+        if session.accessed:
+            headers.append((b"vary", b"Cookie"))
+        message["headers"] = headers
+
+
+def _last_body(message: Message) -> bool:
+    return message["type"] == "http.response.body" and not message.get("more_body", False)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None

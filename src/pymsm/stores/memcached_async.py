@@ -1,0 +1,220 @@
+"""asyncio memcached store: a thin pipelined text-protocol client, one connection per node and loop.
+
+Chosen by measurement over aiomcache and emcache (docs/adapters.md, bench/async_clients.py):
+neither offers everything the store port needs (aiomcache has no noreply and no meta commands,
+emcache no meta delete for `delete_if`), and pipelining on one connection beats a pool of
+connections used one request at a time.
+
+Pipelining: a command is written to the socket and its caller then queues (FIFO, asyncio.Lock is
+fair) to read its reply; memcached answers in order, so the n-th reader gets the n-th reply.
+Writing and queueing happen with no `await` between them, so the two orders match. A timeout or
+cancellation while a reply is outstanding would shift every later reply, so the connection is
+closed then and the next call opens a new one. `noreply` commands are written and not read
+(as pymemcache does; sizes are checked first, so "too large" never comes back unasked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pymsm.core.nodes import Node
+from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
+
+from .base import memcached_ttl
+from .memcached import ITEM_OVERHEAD
+
+T = TypeVar("T")
+Reader = Callable[[asyncio.StreamReader], Awaitable[T]]
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.turn = asyncio.Lock()  # FIFO: replies are read in the order commands were written
+        self.broken = False
+
+    def close(self) -> None:
+        self.broken = True
+        self.writer.close()
+
+
+class AsyncMemcachedStore:
+    """The async store port over one memcached node (see stores/base.py for the contract)."""
+
+    def __init__(
+        self,
+        node: Node,
+        operation_timeout: float = 1.0,
+        connect_timeout: float | None = None,
+        item_size_limit: int = 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.timeout = operation_timeout
+        self.connect_timeout = connect_timeout or operation_timeout
+        self.item_size_limit = item_size_limit
+        self.clock = clock
+        self._conn: _Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a connection belongs to the loop that opened it
+            if self._conn is not None:
+                with contextlib.suppress(RuntimeError):  # that loop may be closed already
+                    self._conn.close()
+            self._conn, self._loop, self._connecting = None, loop, asyncio.Lock()
+        conn = self._conn
+        if conn is not None and not conn.broken:
+            return conn
+        assert self._connecting is not None
+        async with self._connecting:
+            if self._conn is None or self._conn.broken:
+                self._conn = await self._open()
+            return self._conn
+
+    async def _open(self) -> _Connection:
+        name, address = self.node.name, self.node.address
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(self.node.host, self.node.port)
+        except TimeoutError as exc:
+            raise StoreTimeout(
+                f"{name} ({address}): no connection in {self.timeout}s", name
+            ) from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{name} ({address}): {exc}", name) from exc
+        return _Connection(reader, writer)
+
+    async def _call(self, command: bytes, read: Reader[T] | None) -> T | None:
+        """Write `command`; then, unless noreply (`read` None), read its reply in turn."""
+        conn = await self._connection()
+        name = self.node.name
+        conn.writer.write(command)
+        if read is None:
+            return None
+        try:
+            async with asyncio.timeout(self.timeout), conn.turn:
+                if conn.broken:
+                    raise StoreUnavailable(f"{name}: connection closed by an earlier error", name)
+                return await read(conn.reader)
+        except TimeoutError as exc:
+            conn.close()
+            raise StoreTimeout(
+                f"{name} ({self.node.address}) did not answer in {self.timeout}s", name
+            ) from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            conn.close()
+            raise StoreUnavailable(
+                f"{name} ({self.node.address}): {exc or type(exc).__name__}", name
+            ) from exc
+        except asyncio.CancelledError:
+            conn.close()  # our reply is still coming: the stream would be off by one
+            raise
+
+    # -- the store port -------------------------------------------------------------------------
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found = await self._call(_line("get", *map(self._key, keys)), _values)
+        return {k: v for k, (v, _) in (found or {}).items()}
+
+    async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
+        found = await self._call(_line("gets", *map(self._key, keys)), _values)
+        return found or {}
+
+    async def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
+        reply = await self._store("cas", key, value, ttl, False, token.decode())
+        return None if reply == b"NOT_FOUND" else reply == b"STORED"
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        """gets, compare, then meta-delete with the CAS unique: atomic on memcached >= 1.6."""
+        found = await self.gets_many([key])
+        if key not in found or found[key][0] != value:
+            return False
+        reply = await self._call(_line("md", key, "C" + found[key][1].decode()), _status)
+        return reply == b"HD"
+
+    async def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
+        await self._store("set", key, value, ttl, noreply)
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._store("add", key, value, ttl, False) == b"STORED"
+
+    async def replace(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._store("replace", key, value, ttl, False) == b"STORED"
+
+    async def delete(self, key: str, noreply: bool = False) -> bool:
+        command = _line("delete", self._key(key), *(["noreply"] if noreply else []))
+        return await self._call(command, None if noreply else _status) == b"DELETED"
+
+    async def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
+        exptime = str(memcached_ttl(ttl, self.clock()))
+        command = _line("touch", self._key(key), exptime, *(["noreply"] if noreply else []))
+        return await self._call(command, None if noreply else _status) == b"TOUCHED"
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    async def _store(
+        self, verb: str, key: str, value: bytes, ttl: int, noreply: bool, *extra: str
+    ) -> bytes | None:
+        self._key(key)
+        size = len(key) + len(value) + ITEM_OVERHEAD
+        if size > self.item_size_limit:
+            raise ItemTooLarge(
+                f"{self.node.name}: item {key[:60]!r} needs {size} bytes, over the item size limit "
+                f"of {self.item_size_limit} (memcached -I); store less in the session",
+                self.node.name,
+            )
+        exptime = str(memcached_ttl(ttl, self.clock()))
+        head = _line(
+            verb, key, "0", exptime, str(len(value)), *extra, *(["noreply"] if noreply else [])
+        )
+        reply = await self._call(head + value + b"\r\n", None if noreply else _status)
+        if reply is not None and reply.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")):
+            text = f"{self.node.name}: {reply.decode(errors='replace')}"
+            if b"too large" in reply:
+                raise ItemTooLarge(text, self.node.name)
+            await self.close()  # after a refused data block the stream may be out of step
+            raise StoreError(text, self.node.name)
+        return reply
+
+    def _key(self, key: str) -> str:
+        if not key or len(key) > 250 or not key.isascii() or any(c <= " " for c in key):
+            raise StoreError(
+                f"{self.node.name}: invalid memcached key {key[:60]!r}", self.node.name
+            )
+        return key
+
+
+def _line(*words: str) -> bytes:
+    return " ".join(words).encode() + b"\r\n"
+
+
+async def _status(reader: asyncio.StreamReader) -> bytes:
+    return (await reader.readuntil(b"\r\n"))[:-2]
+
+
+async def _values(reader: asyncio.StreamReader) -> dict[str, tuple[bytes, bytes]]:
+    """VALUE <key> <flags> <bytes> [<cas>] lines with their data, up to END."""
+    found: dict[str, tuple[bytes, bytes]] = {}
+    while True:
+        line = (await reader.readuntil(b"\r\n"))[:-2]
+        if line == b"END":
+            return found
+        parts = line.split()
+        if len(parts) < 4 or parts[0] != b"VALUE":
+            raise OSError(f"unexpected reply {line[:80]!r}")
+        data = await reader.readexactly(int(parts[3]) + 2)
+        found[parts[1].decode()] = (data[:-2], parts[4] if len(parts) > 4 else b"")

@@ -1,0 +1,284 @@
+"""Django SessionStore contract (after Django's own SessionTestsMixin) and the middleware,
+in-process against real memcached, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.test import Client, override_settings
+
+from pymsm.adapters.django import SessionStore
+from support.django_setup import configure
+from support.servers import MEMCACHED_KINDS
+from support.shared_nodes import shared_nodes
+
+configure()
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=sorted(MEMCACHED_KINDS))
+def nodes(request: pytest.FixtureRequest) -> Iterator[str]:
+    with shared_nodes(request.param) as setting, override_settings(MSM_MEMCACHED_NODES=setting):
+        yield setting  # leaving override_settings closes the managers (setting_changed)
+
+
+@pytest.fixture
+def session(nodes: str) -> SessionStore:
+    return SessionStore()
+
+
+class TestSessionStoreContract:
+    def test_new_session(self, session: SessionStore) -> None:
+        assert session.modified is False and session.accessed is False
+
+    def test_get_empty(self, session: SessionStore) -> None:
+        assert session.get("cat") is None
+
+    def test_store_and_pop(self, session: SessionStore) -> None:
+        session["cat"] = "dog"
+        assert session.modified is True
+        assert session.pop("cat") == "dog"
+        assert session.pop("some key", "does not exist") == "does not exist"
+        with pytest.raises(KeyError):
+            session.pop("some key")
+
+    def test_setdefault_update_keys_values_items(self, session: SessionStore) -> None:
+        assert session.setdefault("foo", "bar") == "bar"
+        assert session.setdefault("foo", "baz") == "bar"
+        session.update({"x": 1})
+        assert set(session.keys()) == {"foo", "x"}
+        assert sorted(map(str, session.values())) == ["1", "bar"]
+        assert dict(session.items()) == {"foo": "bar", "x": 1}
+        assert "x" in session and session.has_key("x")
+
+    def test_save_and_exists(self, session: SessionStore) -> None:
+        session["a"] = 1
+        session.save()
+        assert session.session_key is not None and session.exists(session.session_key)
+        assert SessionStore(session.session_key)["a"] == 1
+
+    def test_create_stores_an_empty_session(self, session: SessionStore) -> None:
+        session.create()
+        assert session.modified is True
+        assert session.exists(session.session_key)
+
+    def test_save_does_not_clear_data(self, session: SessionStore) -> None:
+        session["a"] = "b"
+        session.save()
+        session.save()
+        assert SessionStore(session.session_key)["a"] == "b"
+
+    def test_delete(self, session: SessionStore) -> None:
+        session.save()
+        key = session.session_key
+        session.delete(key)
+        assert not session.exists(key)
+
+    def test_flush(self, session: SessionStore) -> None:
+        session["foo"] = "bar"
+        session.save()
+        key = session.session_key
+        session.flush()
+        assert not session.exists(key)
+        assert session.session_key is None
+        assert session.modified is True and session.accessed is True
+        assert SessionStore(key).get("foo") is None
+
+    def test_cycle_key_keeps_data_under_a_new_key(self, session: SessionStore) -> None:
+        session["a"], session["b"] = "c", "d"
+        session.save()
+        key, data = session.session_key, dict(session.items())
+        session.cycle_key()
+        assert session.session_key != key and not session.exists(key)
+        assert dict(session.items()) == data
+        assert dict(SessionStore(session.session_key).items()) == data
+
+    def test_cycle_key_with_no_session_cache(self, session: SessionStore) -> None:
+        session["a"] = 1
+        session.save()
+        other = SessionStore(session.session_key)
+        other.cycle_key()
+        assert other["a"] == 1 and other.session_key != session.session_key
+
+    def test_cycle_key_of_an_unsaved_session_creates_it(self, session: SessionStore) -> None:
+        session["a"] = 1
+        session.cycle_key()
+        assert SessionStore(session.session_key)["a"] == 1
+
+    def test_invalid_key_is_unknown(self, nodes: str) -> None:
+        session = SessionStore("1")
+        assert session.session_key is None
+        session = SessionStore("abcdefgh12345678")  # valid for Django, not a pymsm id
+        assert session.session_key is None
+        session["cat"] = "dog"
+        session.save()
+        assert session.session_key not in (None, "abcdefgh12345678")
+        session.delete()
+
+    def test_session_key_is_read_only(self, session: SessionStore) -> None:
+        with pytest.raises(AttributeError):
+            session.session_key = "x"  # type: ignore[misc]
+
+    def test_load_of_unknown_key_does_not_create_a_record(self, nodes: str) -> None:
+        key = "0123456789ABCDEF0123456789ABCDEF-n1"
+        session = SessionStore(key)
+        assert session.load() == {}
+        assert session.session_key is None
+        assert not session.exists(key)
+
+    def test_save_does_not_resurrect_a_session_deleted_elsewhere(
+        self, session: SessionStore
+    ) -> None:
+        session["test_data"] = "value1"
+        session.save(must_create=True)
+        SessionStore(session.session_key).delete()
+        session["test_data"] = "value2"
+        with pytest.raises(UpdateError):
+            session.save()
+        assert session.load() == {}
+
+    def test_must_create_on_an_existing_session_raises(self, session: SessionStore) -> None:
+        session.save()
+        existing = SessionStore(session.session_key)
+        existing["a"] = 1  # loads it
+        with pytest.raises(CreateError):
+            existing.save(must_create=True)
+
+    def test_expiry(self, session: SessionStore) -> None:
+        assert session.get_expiry_age() == 1209600  # SESSION_COOKIE_AGE
+        session.set_expiry(10)
+        assert session.get_expiry_age() == 10
+        assert session.get_expire_at_browser_close() is False
+        session.set_expiry(0)
+        assert session.get_expire_at_browser_close() is True
+        session.set_expiry(timedelta(seconds=20))
+        session["a"] = 1
+        session.save()
+        assert session.pymsm is not None and session.pymsm.max_inactive_interval in (19, 20)
+        assert SessionStore(session.session_key).get_expiry_age() in (19, 20)
+
+    def test_expire_at_browser_close_setting(self, session: SessionStore) -> None:
+        with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True):
+            assert session.get_expire_at_browser_close() is True
+            session.set_expiry(60)
+            assert session.get_expire_at_browser_close() is False
+
+    def test_actual_expiry(self, session: SessionStore) -> None:
+        session["foo"] = "bar"
+        session.save()
+        session.set_expiry(-1)
+        session.save()
+        assert "foo" not in SessionStore(session.session_key)
+
+    def test_in_place_change_of_a_mutable_value_is_saved(self, session: SessionStore) -> None:
+        session["items"] = [1]
+        session.save()
+        again = SessionStore(session.session_key)
+        again["items"].append(2)
+        again.modified = True
+        again.save()
+        assert SessionStore(session.session_key)["items"] == [1, 2]
+
+    def test_clear_expired_is_a_no_op(self, nodes: str) -> None:
+        assert SessionStore.clear_expired() is None
+        assert asyncio.run(SessionStore.aclear_expired()) is None
+
+    def test_test_cookie(self, session: SessionStore) -> None:
+        session.set_test_cookie()
+        assert session.test_cookie_worked()
+        session.delete_test_cookie()
+        assert not session.test_cookie_worked()
+
+
+class TestSessionStoreAsyncContract:
+    def test_async_round_trip(self, nodes: str) -> None:
+        async def scenario() -> None:
+            session = SessionStore()
+            await session.aset("cat", "dog")
+            assert await session.aget("cat") == "dog"
+            assert await session.asetdefault("n", 1) == 1
+            await session.aupdate({"x": 2})
+            assert sorted(await session.akeys()) == ["cat", "n", "x"]
+            assert await session.apop("x") == 2
+            await session.asave()
+            key = session.session_key
+            assert key is not None and await session.aexists(key)
+            other = SessionStore(key)
+            assert await other.aget("cat") == "dog"
+            assert dict(await other.aitems()) == {"cat": "dog", "n": 1}
+            await other.acycle_key()
+            assert other.session_key != key and not await other.aexists(key)
+            assert await SessionStore(other.session_key).aget("n") == 1
+            await other.aflush()
+            assert other.session_key is None
+
+        asyncio.run(scenario())
+
+    def test_async_create_delete_and_update_error(self, nodes: str) -> None:
+        async def scenario() -> None:
+            session = SessionStore()
+            await session.acreate()
+            key = session.session_key
+            assert key is not None and await session.aexists(key)
+            await session.aset("a", 1)
+            await SessionStore(key).adelete()
+            with pytest.raises(UpdateError):
+                await session.asave()
+            assert await session.aload() == {}
+            assert not await session.aexists("abc")
+            await session.aset_expiry(30)
+            assert await session.aget_expiry_age() == 30
+
+        asyncio.run(scenario())
+
+
+class TestMiddleware:
+    def test_session_cookie_rotation_logout(self, nodes: str) -> None:
+        client = Client()
+        first = client.get("/count")
+        assert first.json() == {"count": 1}
+        morsel = first.cookies["sessionid"]
+        key = morsel.value
+        assert morsel["httponly"] and morsel["samesite"] == "Lax" and morsel["max-age"] == 1209600
+        assert first["Vary"] == "Cookie"
+        read = client.get("/read")
+        assert read.json() == {"count": 1} and "sessionid" not in read.cookies
+        assert "Vary" not in client.get("/nothing")
+        client.get("/login")
+        rotated = client.cookies["sessionid"].value
+        assert rotated != key and client.get("/count").json() == {"count": 2}
+        assert not SessionStore().exists(key)
+        bye = client.get("/logout")
+        assert bye.cookies["sessionid"].value == "" and not SessionStore().exists(rotated)
+
+    def test_no_save_on_5xx_and_ignored_paths(self, nodes: str) -> None:
+        client = Client()
+        client.get("/count")
+        assert client.get("/fail").status_code == 500
+        assert client.get("/read").json() == {"count": 1}
+        static = client.get("/static/app.css")
+        assert static.json() == {"count": None} and "sessionid" not in static.cookies
+
+    def test_async_view(self, nodes: str) -> None:
+        client = Client()
+        assert client.get("/acount").json() == {"count": 1}
+        assert client.get("/acount").json() == {"count": 2}
+        assert client.get("/count").json() == {"count": 3}
+
+    def test_cookie_settings(self, nodes: str) -> None:
+        with override_settings(
+            SESSION_COOKIE_NAME="sid",
+            SESSION_COOKIE_DOMAIN="example.org",
+            SESSION_COOKIE_PATH="/",
+            SESSION_COOKIE_SECURE=True,
+            SESSION_COOKIE_SAMESITE="Strict",
+            SESSION_EXPIRE_AT_BROWSER_CLOSE=True,
+        ):
+            morsel = Client().get("/count").cookies["sid"]
+            assert morsel["domain"] == "example.org" and morsel["secure"]
+            assert morsel["samesite"] == "Strict" and morsel["max-age"] == ""

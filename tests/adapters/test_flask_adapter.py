@@ -1,0 +1,196 @@
+"""Flask adapter in-process against real memcached: the behaviours of Flask's own session
+interface that apps rely on, with the session stored by pymsm."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import flask
+import pytest
+from flask.testing import FlaskClient
+
+from pymsm.adapters.flask import FlaskSession, init_app
+from support.servers import MEMCACHED_KINDS
+from support.shared_nodes import shared_nodes
+
+pytestmark = pytest.mark.integration
+
+
+def make_app(nodes: str, **config: object) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(MSM_MEMCACHED_NODES=nodes, **config)
+    init_app(app)
+    session = flask.session
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.get("/get/<key>")
+    def get_value(key: str) -> str:
+        return str(session.get(key))
+
+    @app.get("/new")
+    def is_new() -> str:
+        return str(session.new)
+
+    @app.get("/permanent")
+    def make_permanent() -> str:
+        session.permanent = True
+        session["p"] = 1
+        return "ok"
+
+    @app.get("/append")
+    def append() -> str:
+        session.setdefault("items", []).append(len(session.get("items", [])))
+        session.modified = True
+        return str(session["items"])
+
+    @app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
+    @app.get("/pop/<key>")
+    def pop(key: str) -> str:
+        return str(session.pop(key, None))
+
+    @app.get("/nothing")
+    def nothing() -> str:
+        return "ok"
+
+    @app.get("/type")
+    def session_type() -> str:
+        return type(session._get_current_object()).__name__
+
+    @app.get("/logo.png")
+    def logo() -> str:
+        return f"{session.get('a')} {type(session._get_current_object()).__name__}"
+
+    return app
+
+
+@pytest.fixture(scope="module", params=sorted(MEMCACHED_KINDS))
+def nodes(request: pytest.FixtureRequest) -> Iterator[str]:
+    with shared_nodes(request.param) as setting:
+        yield setting
+
+
+@pytest.fixture
+def client(nodes: str) -> Iterator[FlaskClient]:
+    app = make_app(nodes)
+    yield app.test_client()
+    app.extensions["pymsm"].close()
+
+
+def set_cookie_headers(response: flask.Response) -> list[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+def test_values_survive_requests_under_flask_cookie_name(client: FlaskClient) -> None:
+    first = client.get("/set/a/1")
+    [cookie] = set_cookie_headers(first)
+    assert cookie.startswith("session=") and "HttpOnly" in cookie and "Path=/" in cookie
+    assert "Expires" not in cookie  # not permanent: a browser-session cookie
+    assert client.get("/get/a").text == "1"
+    assert client.get("/type").text == FlaskSession.__name__
+
+
+def test_new_flag(client: FlaskClient) -> None:
+    assert client.get("/new").text == "True"
+    client.get("/set/a/1")
+    assert client.get("/new").text == "False"
+
+
+def test_unmodified_request_sends_no_cookie_and_vary_only_when_accessed(
+    client: FlaskClient,
+) -> None:
+    client.get("/set/a/1")
+    read = client.get("/get/a")
+    assert set_cookie_headers(read) == []
+    assert read.headers["Vary"] == "Cookie"
+    untouched = client.get("/nothing")
+    assert set_cookie_headers(untouched) == [] and "Vary" not in untouched.headers
+
+
+def test_reading_an_empty_new_session_stores_nothing(client: FlaskClient) -> None:
+    response = client.get("/get/a")
+    assert response.text == "None" and set_cookie_headers(response) == []
+
+
+def test_in_place_mutation_with_modified(client: FlaskClient) -> None:
+    client.get("/append")
+    assert client.get("/append").text == "[0, 1]"
+    assert client.get("/get/items").text == "[0, 1]"
+
+
+def test_pop_and_clear_end_the_session(client: FlaskClient) -> None:
+    client.get("/set/a/1")
+    client.get("/set/b/2")
+    assert client.get("/pop/a").text == "1"
+    assert client.get("/get/a").text == "None" and client.get("/get/b").text == "2"
+    cleared = client.get("/clear")
+    [cookie] = set_cookie_headers(cleared)
+    assert cookie.startswith("session=;") and "Max-Age=0" in cookie
+    assert client.get("/get/b").text == "None"
+
+
+def test_permanent_session_cookie_and_refresh(nodes: str) -> None:
+    app = make_app(nodes, PERMANENT_SESSION_LIFETIME=timedelta(hours=2))
+    client = app.test_client()
+    [cookie] = set_cookie_headers(client.get("/permanent"))
+    assert "Max-Age=7200" in cookie and "Expires=" in cookie
+    # SESSION_REFRESH_EACH_REQUEST (default True): a permanent session's cookie is re-sent
+    assert len(set_cookie_headers(client.get("/get/p"))) == 1
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    assert set_cookie_headers(client.get("/get/p")) == []
+    app.extensions["pymsm"].close()
+
+
+def test_flask_cookie_settings_are_honoured(nodes: str) -> None:
+    app = make_app(
+        nodes,
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_DOMAIN="example.org",
+        SESSION_COOKIE_PATH="/app",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=False,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PARTITIONED=True,
+    )
+    response = app.test_client().get("/set/a/1", base_url="https://example.org")
+    [cookie] = set_cookie_headers(response)
+    assert cookie.startswith("sid=")
+    for part in ("Domain=example.org", "Path=/app", "Secure", "SameSite=Strict", "Partitioned"):
+        assert part in cookie
+    assert "HttpOnly" not in cookie
+    app.extensions["pymsm"].close()
+
+
+def test_msm_settings_from_app_config(nodes: str) -> None:
+    app = make_app(nodes, MSM_STORAGE_KEY_PREFIX="static:flask", MSM_MAX_INACTIVE_INTERVAL="10m")
+    manager = app.extensions["pymsm"]
+    assert manager.config.key_prefix == "flask_"
+    assert manager.config.max_inactive_interval == 600
+    client = app.test_client()
+    client.get("/set/a/1")
+    assert client.get("/get/a").text == "1"
+    manager.close()
+
+
+def test_ignored_path_gets_a_null_session(client: FlaskClient) -> None:
+    client.get("/set/a/1")
+    response = client.get("/logo.png")
+    assert response.text == "None NullSession"
+    assert set_cookie_headers(response) == []
+
+
+def test_an_unknown_or_malformed_cookie_starts_a_new_session(client: FlaskClient) -> None:
+    client.set_cookie("session", "../../etc/passwd")
+    assert client.get("/new").text == "True"
+    client.set_cookie("session", "0" * 32 + "-n1")
+    response = client.get("/set/a/1")
+    [cookie] = set_cookie_headers(response)
+    assert "0" * 32 not in cookie  # never adopts an id the store does not hold

@@ -1,0 +1,118 @@
+"""The asyncio memcached store against a real server: the store port's contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from pymsm.core.nodes import Node
+from pymsm.exceptions import ItemTooLarge, StoreUnavailable
+from pymsm.stores.memcached_async import AsyncMemcachedStore
+from support.servers import ServerProcess, free_port
+
+pytestmark = pytest.mark.integration
+Nodes = Callable[[int], list[ServerProcess]]
+
+
+def store_for(server: ServerProcess) -> AsyncMemcachedStore:
+    return AsyncMemcachedStore(Node("n1", "127.0.0.1", server.port), operation_timeout=1.0)
+
+
+def test_basic_operations(memcached_nodes: Nodes) -> None:
+    store = store_for(memcached_nodes(1)[0])
+
+    async def scenario() -> None:
+        assert await store.get_many(["a", "b"]) == {}
+        await store.set("a", b"1", 60)
+        await store.set("b", b"two\r\nlines", 60, noreply=True)
+        assert await store.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"two\r\nlines"}
+        assert await store.add("a", b"x", 60) is False
+        assert await store.add("c", b"3", 60) is True
+        assert await store.replace("c", b"33", 60) is True
+        assert await store.replace("d", b"4", 60) is False
+        assert await store.touch("c", 120) is True
+        assert await store.touch("d", 120) is False
+        assert await store.delete("c") is True
+        assert await store.delete("c") is False
+        await store.delete("b", noreply=True)
+        assert await store.get_many(["b", "c"]) == {}
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_cas_and_delete_if(memcached_nodes: Nodes) -> None:
+    store = store_for(memcached_nodes(1)[0])
+
+    async def scenario() -> None:
+        await store.set("k", b"v1", 60)
+        (value, token) = (await store.gets_many(["k"]))["k"]
+        assert value == b"v1"
+        assert await store.cas("k", b"v2", 60, token) is True
+        assert await store.cas("k", b"v3", 60, token) is False  # changed meanwhile
+        assert await store.cas("missing", b"v", 60, token) is None
+        assert await store.get_many(["k"]) == {"k": b"v2"}
+        assert await store.delete_if("k", b"other") is False
+        assert await store.delete_if("k", b"v2") is True
+        assert await store.get_many(["k"]) == {}
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_pipelined_concurrent_calls_get_their_own_replies(memcached_nodes: Nodes) -> None:
+    store = store_for(memcached_nodes(1)[0])
+
+    async def one(i: int) -> bytes:
+        await store.set(f"key{i}", str(i).encode(), 60, noreply=i % 2 == 0)
+        return (await store.get_many([f"key{i}"]))[f"key{i}"]
+
+    async def scenario() -> list[bytes]:
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        await store.close()
+        return results
+
+    assert asyncio.run(scenario()) == [str(i).encode() for i in range(200)]
+
+
+def test_too_large_and_down(memcached_nodes: Nodes) -> None:
+    server = memcached_nodes(1)[0]
+    store = store_for(server)
+
+    async def scenario() -> None:
+        with pytest.raises(ItemTooLarge):
+            await store.set("big", b"x" * (1024 * 1024), 60)
+        await store.set("small", b"ok", 60)
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            await store.get_many(["small"])
+        server.start()
+        assert await store.get_many(["small"]) == {}  # reconnects; the restarted node is empty
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_refused_connection_is_unavailable() -> None:
+    store = AsyncMemcachedStore(Node("n1", "127.0.0.1", free_port()), operation_timeout=0.5)
+    with pytest.raises(StoreUnavailable, match="n1"):
+        asyncio.run(store.get_many(["a"]))
+
+
+def test_store_follows_a_new_event_loop(memcached_nodes: Nodes) -> None:
+    store = store_for(memcached_nodes(1)[0])
+
+    async def write() -> None:
+        await store.set("a", b"1", 60)
+        await store.close()
+
+    async def read() -> dict[str, bytes]:
+        try:
+            return await store.get_many(["a"])
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    assert asyncio.run(read()) == {"a": b"1"}

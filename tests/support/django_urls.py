@@ -1,0 +1,57 @@
+"""URLs for the Django middleware tests (in-process, Django's test client)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+
+
+def count(request: HttpRequest) -> HttpResponse:
+    request.session["count"] = request.session.get("count", 0) + 1
+    return JsonResponse({"count": request.session["count"]})
+
+
+def read(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"count": request.session.get("count")})
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    request.session.cycle_key()
+    request.session["user"] = "ann"
+    return HttpResponse("hi")
+
+
+def logout(request: HttpRequest) -> HttpResponse:
+    request.session.flush()
+    return HttpResponse("bye")
+
+
+def fail(request: HttpRequest) -> HttpResponse:
+    request.session["count"] = 1000
+    return HttpResponse("boom", status=500)
+
+
+def nothing(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+async def acount(request: HttpRequest) -> HttpResponse:
+    count = await request.session.aget("count", 0) + 1
+    await request.session.aset("count", count)
+    return JsonResponse({"count": count})
+
+
+def static(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"count": request.session.get("count")})
+
+
+urlpatterns = [
+    path("count", count),
+    path("read", read),
+    path("login", login),
+    path("logout", logout),
+    path("fail", fail),
+    path("nothing", nothing),
+    path("acount", acount),
+    path("static/app.css", static),
+]
