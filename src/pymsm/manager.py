@@ -153,10 +153,9 @@ class SessionManager(_Base):
         )
 
     def _memcached_stores(self) -> dict[str, Store]:
-        from pymsm.stores.memcached import MemcachedStore
+        from pymsm.stores import make_stores
 
-        cfg = self.config
-        return {n.name: MemcachedStore(n, cfg.operation_timeout) for n in cfg.nodes}
+        return make_stores(self.config)  # memcached, or Redis for a Redis URL
 
     def run(self, flow: Generator[Op, Any, T]) -> T:
         """The sync driver: run each operation on its node's store, send back result or error."""
