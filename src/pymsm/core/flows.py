@@ -294,6 +294,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     the backup copies without waiting. Unchanged sessions only get their validity written, and
     the record again once half its idle timeout has passed (that extends its store lifetime) or
     when its backup node came back since it was written (refill)."""
+    fresh_id = bool(session.retired)  # rotated: nothing is stored under the new id yet
     for old in session.retired:
         yield from delete(ctx, old)
     session.retired.clear()
@@ -319,7 +320,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         return Saved("unchanged")
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
-    saved, node = yield from _store(ctx, session, raw, primary, max_inactive)
+    saved, node = yield from _store(ctx, session, raw, primary, max_inactive, fresh_id)
     if saved.status != "stored" or node is None:
         return saved
     yield from _write_validity(ctx, session.sid, node, validity, max_inactive, raw)
@@ -349,9 +350,15 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
 
 
 def _store(
-    ctx: Context, session: Session, raw: bytes, primary: str | None, max_inactive: int
+    ctx: Context,
+    session: Session,
+    raw: bytes,
+    primary: str | None,
+    max_inactive: int,
+    fresh_id: bool = False,
 ) -> Flow[tuple[Saved, str | None]]:
-    """Write the record on its node; if that node is down or fails, relocate to another."""
+    """Write the record on its node; if that node is down or fails, relocate to another.
+    A new session or a fresh id (rotated) is added: its id must not be taken already."""
     tried: set[str] = set()
     node = primary if primary is not None and ctx.up(primary) else None
     for _ in range(len(ctx.nodes)):
@@ -369,8 +376,9 @@ def _store(
         ttl = ctx.record_ttl(max_inactive)
         moved = node != primary
         op: Op
-        if session.is_new or moved:
-            op = Add(node, key, raw, ttl) if session.is_new else Set(node, key, raw, ttl)
+        if session.is_new or fresh_id or moved:
+            add = session.is_new or fresh_id
+            op = Add(node, key, raw, ttl) if add else Set(node, key, raw, ttl)
         else:
             op = Replace(node, key, raw, ttl)
         result = yield op
