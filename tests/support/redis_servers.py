@@ -184,10 +184,12 @@ class ClusterSetup:
 
     def wait_ok(self) -> None:
         def ok() -> bool:
+            infos = [client(n.port).cluster("info") for n in self.nodes]
             return all(
-                client(n.port).cluster("info")["cluster_state"] == "ok"
-                and len(client(n.port).cluster("slots")) == len(self.nodes)
-                for n in self.nodes
+                info["cluster_state"] == "ok"
+                and int(info["cluster_slots_ok"]) == 16384
+                and int(info["cluster_known_nodes"]) == len(self.nodes)
+                for info in infos
             )
 
         wait_until(ok, 20, "cluster_state:ok on every node")
@@ -221,9 +223,10 @@ class ClusterSetup:
             node.stop()
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(tmp_path)
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    """One cluster per test module: tests must not depend on which node serves which slot."""
+    setup = ClusterSetup(tmp_path_factory.mktemp("cluster"))
     try:
         yield setup.start()
     finally:
