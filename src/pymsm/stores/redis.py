@@ -11,10 +11,11 @@ promotes a replica, Cluster moves slots), so pymsm writes no backup copies there
   memcached's absolute-time rule for TTLs over 30 days does not apply to Redis.
 - CAS token: the SHA-1 of the value (no extra key or field). `cas` compares it on the server in
   a Lua script; equal bytes mean equal state, so an A-B-A change loses nothing.
-- `noreply` is accepted and ignored: Redis always answers; the write is waited for.
+- `noreply` (sync, one server or Sentinel): the write is sent and its reply read before the
+  thread's next command, so nothing waits for it (redis_links.py). Elsewhere it is waited for.
 - Timeouts: connect and socket timeouts are `operation_timeout`. A dropped connection is
-  reconnected once, immediately (a pooled connection to a master that failed over or a cluster
-  node that restarted); a timeout is never retried.
+  reconnected once, immediately (a connection to a master that failed over or a cluster node
+  that restarted); a timeout is never retried.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pymsm.core.redis_url import RedisUrl
 from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
 
 from . import redis_clients
+from .redis_links import ClientLink, DirectLink
 
 OWN_PREFIXES = ("bak:", "validity:", "lock:")
 
@@ -86,11 +88,12 @@ class _Base:
         self.timeout = operation_timeout
         self.name = name
         self.cluster = self.url.kind == "cluster"
+        self._where = f"{name} ({self.url})"  # built once: _mapped wraps every call
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
         """redis-py's errors -> pymsm's: timeout, unavailable, too large, other."""
-        where = f"{self.name} ({self.url})"
+        where = self._where
         try:
             yield
         except (rex.TimeoutError, TimeoutError) as exc:
@@ -116,66 +119,74 @@ class _Base:
 
 
 class RedisStore(_Base):
-    """Sync store on redis-py with a connection pool; thread-safe (the pool hands out
-    connections per call). Raises only StoreError and its subclasses (see stores/base.py)."""
+    """Sync store on redis-py; thread-safe (one connection per thread, see redis_links.py).
+    Raises only StoreError and its subclasses (see stores/base.py)."""
 
     def __init__(
         self, url: RedisUrl | str, operation_timeout: float = 1.0, name: str = "default"
     ) -> None:
         super().__init__(url, operation_timeout, name)
         self.client: Any = redis_clients.sync_client(self.url, operation_timeout)
-        self._cas = self.client.register_script(CAS)
-        self._delete_if = self.client.register_script(DELETE_IF)
-        self._persist = self.client.register_script(PERSIST)
-
-    def _mget(self, wire: list[str]) -> list[bytes | None]:
-        if self.cluster:  # groups by slot: one MGET per session, keys share its hash tag
-            return list(self.client.mget_nonatomic(wire))
-        return list(self.client.mget(wire))
+        self._link: DirectLink | ClientLink = (
+            ClientLink(self.client) if self.cluster else DirectLink(self.client.connection_pool)
+        )
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         if not keys:
             return {}
         with self._mapped():
-            return self._found(keys, self._mget([wire_key(k) for k in keys]))
+            return self._found(keys, self._link.mget([wire_key(k) for k in keys]))
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, str]]:
         return {k: (v, token(v)) for k, v in self.get_many(keys).items()}
 
     def cas(self, key: str, value: bytes, ttl: int, token: str) -> bool | None:
         with self._mapped():
-            code = self._cas(keys=[wire_key(key)], args=[token, value, _px(ttl) or 0])
+            code = self._link.script(CAS, [wire_key(key)], [token, value, _px(ttl) or 0])
         return self._cas_result(int(code))
 
     def delete_if(self, key: str, value: bytes) -> bool:
         with self._mapped():
-            return bool(self._delete_if(keys=[wire_key(key)], args=[value]))
+            return bool(self._link.script(DELETE_IF, [wire_key(key)], [value]))
 
     def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
         with self._mapped():
-            self.client.set(wire_key(key), value, px=_px(ttl))
+            if noreply:
+                self._link.send(*_set(key, value, ttl))
+            else:
+                self._link.command(*_set(key, value, ttl))
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """SET NX PX: also how a lock is taken (owner token as value, lock_expiration as ttl)."""
         with self._mapped():
-            return bool(self.client.set(wire_key(key), value, px=_px(ttl), nx=True))
+            return bool(self._link.command(*_set(key, value, ttl), "NX"))
 
     def replace(self, key: str, value: bytes, ttl: int) -> bool:
         with self._mapped():
-            return bool(self.client.set(wire_key(key), value, px=_px(ttl), xx=True))
+            return bool(self._link.command(*_set(key, value, ttl), "XX"))
 
     def delete(self, key: str, noreply: bool = False) -> bool:
         with self._mapped():
-            return bool(self.client.delete(wire_key(key)))
+            if noreply:
+                self._link.send("DEL", wire_key(key))
+                return True
+            return bool(self._link.command("DEL", wire_key(key)))
 
     def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
         with self._mapped():
             if ttl > 0:
-                return bool(self.client.pexpire(wire_key(key), ttl * 1000))
-            return bool(self._persist(keys=[wire_key(key)]))
+                return bool(self._link.command("PEXPIRE", wire_key(key), ttl * 1000))
+            return bool(self._link.script(PERSIST, [wire_key(key)], []))
 
     def close(self) -> None:
+        self._link.close()
         redis_clients.close_sync(self.client)
+
+
+def _set(key: str, value: bytes, ttl: int) -> tuple[Any, ...]:
+    if ttl > 0:
+        return ("SET", wire_key(key), value, "PX", ttl * 1000)
+    return ("SET", wire_key(key), value)
 
 
 class AsyncRedisStore(_Base):

@@ -27,6 +27,7 @@ from pymsm.core.redis_url import RedisUrl
 
 def _common(url: RedisUrl, timeout: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
+        "protocol": 2,  # redis-py 8 defaults to RESP3, slower to parse in pure Python
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "username": url.username,
@@ -39,7 +40,11 @@ def _common(url: RedisUrl, timeout: float) -> dict[str, Any]:
 
 
 def _sentinel_kwargs(url: RedisUrl, timeout: float) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    kwargs: dict[str, Any] = {
+        "protocol": 2,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
     if "sentinel_password" in url.options:
         kwargs["password"] = url.options["sentinel_password"]
     if url.tls:
