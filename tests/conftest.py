@@ -6,6 +6,8 @@ import pytest
 
 from support.servers import MEMCACHED_KINDS, ServerProcess, memcached_server
 
+pytest_plugins = ["support.redis_servers"]  # redis_single, redis_sentinel, redis_cluster
+
 
 @pytest.fixture(params=sorted(MEMCACHED_KINDS))
 def memcached_kind(request: pytest.FixtureRequest) -> str:

@@ -92,11 +92,16 @@ class Config:
     sticky_cache_size: int = 10_000
     sticky_cache_bytes: int = 64 * 1024 * 1024
     backup_queue_size: int = 1000
+    store: str = ""  # alias of memcached_nodes, reads better for a Redis URL
     nodes: NodeList = field(init=False, repr=False, compare=False)
     key_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.store and self.memcached_nodes not in ("", self.store):
+            raise ConfigError("store is an alias of memcached_nodes: set one of them, not both")
+        if self.store:
+            set_(self, "memcached_nodes", self.store)
         if not self.memcached_nodes:
             raise ConfigError(
                 "memcached_nodes is required: e.g. memcached_nodes='n1:10.0.0.1:11211,n2:10.0.0.2:11211' "

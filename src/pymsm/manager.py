@@ -242,10 +242,9 @@ class SessionManager(_Base):
         self.local_locks = LocalLocks()
 
     def _memcached_stores(self) -> dict[str, Store]:
-        from pymsm.stores.memcached import MemcachedStore
+        from pymsm.stores import make_stores
 
-        cfg = self.config
-        return {n.name: MemcachedStore(n, cfg.operation_timeout) for n in cfg.nodes}
+        return make_stores(self.config)  # memcached, or Redis for a Redis URL
 
     def _sticky_sessions(self, default_stores: bool) -> StickySessions:
         """Sticky mode; synchronous backup writes get their own connections, bounded by
@@ -432,10 +431,9 @@ class AsyncSessionManager(_Base):
         self.local_locks = AsyncLocalLocks()
 
     def _memcached_stores(self) -> dict[str, AsyncStore]:
-        from pymsm.stores.memcached_async import AsyncMemcachedStore
+        from pymsm.stores import make_async_stores
 
-        cfg = self.config
-        return {n.name: AsyncMemcachedStore(n, cfg.operation_timeout) for n in cfg.nodes}
+        return make_async_stores(self.config)  # memcached, or Redis for a Redis URL
 
     async def run(self, flow: Generator[Op, Any, T]) -> T:
         """The async driver: the same loop as `drive`, awaiting each operation."""

@@ -391,7 +391,8 @@ def _store(
     max_inactive: int,
     rotated: bool,
 ) -> Flow[tuple[Saved, str | None]]:
-    """Write the record on its node; if that node is down or fails, relocate to another."""
+    """Write the record on its node; if that node is down or fails, relocate to another.
+    A new session or a fresh id (rotated) is added: its id must not be taken already."""
     tried: set[str] = set()
     node = primary if primary is not None and ctx.up(primary) else None
     for _ in range(len(ctx.nodes)):

@@ -1,7 +1,8 @@
 """Cache nodes: the node list, failover nodes, the backup ring and per-node health.
 
 `NodeList.parse` reads MSM's `memcached_nodes` syntax: `n1:host:port,n2:host:port` (commas or
-spaces), IPv6 as `n1:[::1]:port`, or a single `host:port` without node id (no ids, no backup).
+spaces), IPv6 as `n1:[::1]:port`, or a single `host:port` without node id (no ids, no backup),
+or a Redis URL (see redis_url.py): one node named `default`, no ids, the parsed URL in `redis`.
 
 Health is a small state machine per node with an injected clock (`now` in seconds):
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pymsm.exceptions import ConfigError
 
 from .ids import NODE_ID_PATTERN
+from .redis_url import RedisUrl, is_url
 
 DEFAULT_NODE = "default"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
@@ -64,6 +66,7 @@ class NodeList:
     failover: frozenset[str] = frozenset()
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
     _after: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+    redis: RedisUrl | None = None
 
     def __post_init__(self) -> None:
         by_id = {n.id: n for n in self.nodes if n.id}
@@ -80,6 +83,8 @@ class NodeList:
             raise ConfigError(
                 f"{setting} is empty; give e.g. 'n1:10.0.0.1:11211,n2:10.0.0.2:11211'"
             )
+        if is_url(text):
+            return cls._parse_url(text, failover_nodes)
         if len(items) == 1 and _HOST_PORT.fullmatch(items[0]):
             return cls((Node(None, *_parse_host_port(items[0], setting)),))
         nodes = []
@@ -97,6 +102,22 @@ class NodeList:
                 f"{setting}: node id {duplicates[0]!r} is used twice; ids must be unique"
             )
         return cls(tuple(nodes), _parse_failover(failover_nodes, ids))
+
+    @classmethod
+    def _parse_url(cls, text: str, failover_nodes: str | Iterable[str]) -> NodeList:
+        url = RedisUrl.parse(text)
+        names = (
+            re.split(r"[\s,]+", failover_nodes)
+            if isinstance(failover_nodes, str)
+            else failover_nodes
+        )
+        if any(names):
+            raise ConfigError(
+                f"failover_nodes is set but memcached_nodes is a Redis URL ({url}); Redis fails "
+                "over by itself (Sentinel or Cluster): remove failover_nodes"
+            )
+        host, port = url.hosts[0]
+        return cls((Node(None, host, port),), redis=url)
 
     @property
     def has_ids(self) -> bool:

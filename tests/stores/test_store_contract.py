@@ -1,0 +1,271 @@
+"""The store port's contract (pymsm/stores/base.py), run against every store, sync and async.
+
+Each test is written once against a blocking view of the store: async stores are driven on an
+event loop owned by the test. To add a store, add a kind to STORE_KINDS and build it in `_open`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pymsm.core.nodes import Node
+from pymsm.exceptions import StoreError, StoreUnavailable
+from pymsm.stores.memcached import MemcachedStore
+from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
+from pymsm.stores.redis import AsyncRedisStore, RedisStore
+from support.servers import HOST, MEMCACHED_KINDS, ServerProcess, free_port
+
+STORE_KINDS = [
+    "memory",
+    "memory-async",
+    "redis",
+    "redis-async",
+    *(f"memcached/{kind}" for kind in sorted(MEMCACHED_KINDS)),
+]
+
+
+class Blocking:
+    """Calls an async store's methods to completion on `loop`, so one test body serves both."""
+
+    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._store, name)
+        return lambda *args: self._loop.run_until_complete(method(*args))
+
+
+class Harness:
+    """Opens stores of one kind: against the live server, or against nothing (`unreachable`)."""
+
+    def __init__(
+        self,
+        kind: str,
+        loop: asyncio.AbstractEventLoop,
+        redis_port: Callable[[], int],
+        memcached: Callable[[], int],
+    ) -> None:
+        self.kind = kind
+        self.loop = loop
+        self._redis_port = redis_port
+        self._memcached = memcached
+        self.opened: list[Any] = []
+
+    def open(self, port: int | None = None) -> Any:
+        store = self._open(port)
+        self.opened.append(store)
+        return Blocking(store, self.loop) if self.kind.endswith("-async") else store
+
+    def _open(self, port: int | None) -> Any:
+        if self.kind.startswith("memory"):
+            sync = MemoryStore()
+            sync.down = port is not None
+            return AsyncMemoryStore(sync) if self.kind == "memory-async" else sync
+        if self.kind.startswith("redis"):
+            url = f"redis://{HOST}:{port or self._redis_port()}/0"
+            return AsyncRedisStore(url, 0.5) if self.kind == "redis-async" else RedisStore(url, 0.5)
+        return MemcachedStore(Node(None, HOST, port or self._memcached()), 0.5)
+
+    def unreachable(self) -> Any:
+        """A store whose server is not there (a free port nobody listens on)."""
+        return self.open(free_port())
+
+    def close(self) -> None:
+        for store in self.opened:
+            result = store.close()
+            if asyncio.iscoroutine(result):
+                self.loop.run_until_complete(result)
+        self.loop.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def memcached_kind(store_kind: str) -> str:
+    """Overrides conftest's parametrised kind: here the kind comes from `store_kind`."""
+    return store_kind.partition("/")[2] or "memcached"
+
+
+@pytest.fixture
+def harness(
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    memcached_nodes: Callable[[int], list[ServerProcess]],
+) -> Iterator[Harness]:
+    def redis_port() -> int:
+        server: ServerProcess = request.getfixturevalue("redis_single")
+        return server.port
+
+    def memcached_port() -> int:
+        return memcached_nodes(1)[0].port
+
+    harness = Harness(store_kind, asyncio.new_event_loop(), redis_port, memcached_port)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def store(harness: Harness) -> Any:
+    return harness.open()
+
+
+@pytest.fixture
+def key() -> Callable[[str], str]:
+    """Unique keys per test, shaped like pymsm's (prefix, validity:, lock:), on a shared server."""
+    base = uuid.uuid4().hex.upper()
+    return lambda name: f"{name}{base}" if name.endswith(":") else f"{base}-{name}"
+
+
+def test_get_many_returns_only_present_keys(store: Any, key: Callable[[str], str]) -> None:
+    a, b, missing = key("a"), key("b"), key("missing")
+    store.set(a, b"\x00alpha\xff", 0)
+    store.set(b, b"beta", 60)
+    assert store.get_many([a, b, missing]) == {a: b"\x00alpha\xff", b: b"beta"}
+    assert store.get_many([missing]) == {}
+    assert store.get_many([]) == {}
+
+
+def test_pymsm_key_shapes_round_trip(store: Any, key: Callable[[str], str]) -> None:
+    record, validity, lock = key(""), key("validity:"), key("lock:")
+    backup = "bak:" + validity
+    for k in (record, validity, lock, backup):
+        store.set(k, k.encode(), 60)
+    found = store.get_many([record, validity, lock, backup])
+    assert found == {k: k.encode() for k in (record, validity, lock, backup)}
+
+
+def test_set_overwrites_and_noreply_is_visible_to_the_next_read(
+    store: Any, key: Callable[[str], str]
+) -> None:
+    k = key("k")
+    store.set(k, b"one", 60)
+    store.set(k, b"two", 60, True)
+    assert store.get_many([k]) == {k: b"two"}
+
+
+def test_add_stores_only_when_absent(store: Any, key: Callable[[str], str]) -> None:
+    k = key("lock:")
+    assert store.add(k, b"owner-1", 5) is True
+    assert store.add(k, b"owner-2", 5) is False
+    assert store.get_many([k]) == {k: b"owner-1"}
+
+
+def test_replace_stores_only_when_present(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    assert store.replace(k, b"ghost", 60) is False
+    assert store.get_many([k]) == {}
+    store.set(k, b"one", 60)
+    assert store.replace(k, b"two", 60) is True
+    assert store.get_many([k]) == {k: b"two"}
+
+
+def test_delete_says_whether_the_key_was_there(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    store.set(k, b"v", 60)
+    assert store.delete(k) is True
+    assert store.get_many([k]) == {}
+    assert store.delete(k) is False
+
+
+def test_touch_says_whether_the_key_was_there(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    assert store.touch(k, 60) is False
+    store.set(k, b"v", 60)
+    assert store.touch(k, 120) is True
+    assert store.touch(k, 0) is True
+    assert store.get_many([k]) == {k: b"v"}
+
+
+def test_cas_stores_only_while_the_token_is_current(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    store.set(k, b"v1", 60)
+    (value, token) = store.gets_many([k, key("missing")])[k]
+    assert value == b"v1"
+    assert store.cas(k, b"v2", 60, token) is True
+    assert store.get_many([k]) == {k: b"v2"}
+    assert store.cas(k, b"v3", 60, token) is False  # written since the token was read
+    assert store.get_many([k]) == {k: b"v2"}
+
+
+def test_cas_loses_to_a_concurrent_writer(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    store.set(k, b"base", 60)
+    token = store.gets_many([k])[k][1]
+    store.set(k, b"theirs", 60)
+    assert store.cas(k, b"mine", 60, token) is False
+    assert store.get_many([k]) == {k: b"theirs"}
+
+
+def test_cas_on_an_absent_key_is_none(store: Any, key: Callable[[str], str]) -> None:
+    k = key("k")
+    store.set(k, b"v", 60)
+    token = store.gets_many([k])[k][1]
+    store.delete(k)
+    assert store.cas(k, b"v2", 60, token) is None
+    assert store.get_many([k]) == {}
+
+
+def test_delete_if_releases_only_the_owners_lock(store: Any, key: Callable[[str], str]) -> None:
+    k = key("lock:")
+    assert store.delete_if(k, b"owner-1") is False
+    store.add(k, b"owner-1", 5)
+    assert store.delete_if(k, b"owner-2") is False
+    assert store.get_many([k]) == {k: b"owner-1"}
+    assert store.delete_if(k, b"owner-1") is True
+    assert store.get_many([k]) == {}
+
+
+def test_ttls_expire_extend_and_clear(store: Any, key: Callable[[str], str]) -> None:
+    short, forever, lock, touched, persisted = (key(n) for n in "abcde")
+    store.set(short, b"v", 1)
+    store.set(forever, b"v", 0)
+    store.add(lock, b"owner", 1)
+    store.set(touched, b"v", 1)
+    store.set(persisted, b"v", 1)
+    assert store.touch(touched, 60) is True
+    assert store.touch(persisted, 0) is True
+    deadline = time.monotonic() + 3  # memcached's clock ticks in whole seconds
+    while store.get_many([short]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get_many([short, lock]) == {}
+    assert store.add(lock, b"next-owner", 5) is True  # an orphaned lock freed itself
+    assert store.get_many([forever, touched, persisted]) == {
+        forever: b"v",
+        touched: b"v",
+        persisted: b"v",
+    }
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get_many(["k"]),
+        lambda s: s.gets_many(["k"]),
+        lambda s: s.set("k", b"v", 0),
+        lambda s: s.add("k", b"v", 0),
+        lambda s: s.replace("k", b"v", 0),
+        lambda s: s.delete("k"),
+        lambda s: s.touch("k", 10),
+        lambda s: s.cas("k", b"v", 0, "1"),
+        lambda s: s.delete_if("k", b"v"),
+    ],
+    ids=["get_many", "gets_many", "set", "add", "replace", "delete", "touch", "cas", "delete_if"],
+)
+def test_an_unreachable_server_raises_store_unavailable(
+    harness: Harness, call: Callable[[Any], Any]
+) -> None:
+    dead = harness.unreachable()
+    with pytest.raises(StoreUnavailable) as caught:
+        call(dead)
+    assert isinstance(caught.value, StoreError)
