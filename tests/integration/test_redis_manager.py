@@ -157,7 +157,11 @@ def test_round_trips_per_request(
     session["n"] = 1
     app.save(session)
     changed = _delta(before, _calls(redis.info("commandstats")))
-    assert changed == {"mget": 1, "set": 2}
+    # optimistic (the default) writes a changed record with the CAS script: one call (a first
+    # one may also load the script); Redis counts the script's own GET and SET as well
+    scripts = changed.pop("evalsha", 0) + changed.pop("eval", 0)
+    assert 1 <= scripts <= 2
+    assert changed == {"mget": 1, "get": 1, "set": 2}  # read; script's GET + SET; validity SET
     before = _calls(redis.info("commandstats"))
     session = app.load(sid)
     assert session["n"] == 1

@@ -33,7 +33,7 @@ from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavai
 from . import redis_clients
 from .redis_links import ClientLink, DirectLink
 
-OWN_PREFIXES = ("bak:", "validity:", "lock:")
+OWN_PREFIXES = ("bak:", "validity:", "lock:", "tomb:")
 
 # KEYS[1] key; ARGV token (sha1 hex), value, ttl in ms (0: none) -> 1 stored, 0 changed, -1 absent
 CAS = """
