@@ -89,6 +89,7 @@ class Config:
     cookie_partitioned: bool = False
     node_dead_timeout: float = 10.0
     backup_lookups: int = 2
+    access_time_resolution: float | None = None
     sticky_cache_size: int = 10_000
     sticky_cache_bytes: int = 64 * 1024 * 1024
     backup_queue_size: int = 1000
@@ -111,8 +112,13 @@ class Config:
             value = getattr(self, name)
             if value is not None and not isinstance(value, float):
                 set_(self, name, duration(name, value, "ms"))
-        for name, unit in (("lock_expiration", "s"), ("node_dead_timeout", "s")):
-            if not isinstance(getattr(self, name), float):
+        for name, unit in (
+            ("lock_expiration", "s"),
+            ("node_dead_timeout", "s"),
+            ("access_time_resolution", "s"),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, float):
                 set_(self, name, duration(name, getattr(self, name), unit))
         if not isinstance(self.max_inactive_interval, int) or isinstance(
             self.max_inactive_interval, bool

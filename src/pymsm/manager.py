@@ -96,6 +96,7 @@ class _Base:
             route=cfg.route,
             backup_lookups=cfg.backup_lookups,
             attribute_filter=self._filter,
+            access_resolution=cfg.access_time_resolution,
         )
 
     def parse_id(self, cookie: str | None) -> SessionId | None:
