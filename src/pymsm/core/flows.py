@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,7 +54,7 @@ class Keys:
         return "tomb:" + self.record
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What a flow needs to decide, for one request. `now` is seconds since the epoch."""
 
@@ -72,7 +72,7 @@ class Context:
     access_resolution: float | None = None  # s; None: 1% of the idle timeout, at most 60 s
     events: list[str] = field(default_factory=list)  # reasons worth a log line
     cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
-    counts: Counter[str] = field(default_factory=Counter)  # for the manager's stats
+    counts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # stats
 
     @property
     def now_ms(self) -> int:
