@@ -60,7 +60,7 @@ def _bool(name: str, value: Any) -> bool:
 class Config:
     """All settings. Construct with keyword arguments; string forms are parsed and validated."""
 
-    memcached_nodes: str = ""
+    memcached_nodes: str = field(default="", repr=False)  # a Redis URL may carry a password
     failover_nodes: str = ""
     sticky: bool = False
     route: str | None = None
@@ -76,7 +76,7 @@ class Config:
     storage_key_prefix: str = ""
     session_attribute_filter: str | None = None
     codec: str = "json"
-    secret_key: str | bytes | tuple[str | bytes, ...] | None = None
+    secret_key: str | bytes | tuple[str | bytes, ...] | None = field(default=None, repr=False)
     compress_threshold: int | None = None
     context: str = ""
     app_version: str = ""
@@ -93,7 +93,9 @@ class Config:
     sticky_cache_size: int = 10_000
     sticky_cache_bytes: int = 64 * 1024 * 1024
     backup_queue_size: int = 1000
-    store: str = ""  # alias of memcached_nodes, reads better for a Redis URL
+    store: str = field(
+        default="", repr=False
+    )  # alias of memcached_nodes, reads better for a Redis URL
     nodes: NodeList = field(init=False, repr=False, compare=False)
     key_prefix: str = field(init=False, repr=False, compare=False)
 
