@@ -95,21 +95,24 @@ def _supervise(config: BalancerConfig) -> None:
 def _reap(
     children: dict[int, int], config: BalancerConfig, board: Board, stopping: Callable[[], bool]
 ) -> None:
-    """Wait for workers; replace one that died unless we are stopping (or it died at once,
-    which a replacement would too: then stop with an error)."""
-    started = time.monotonic()
+    """Wait for workers; replace one that died unless we are stopping. A worker that exits by
+    itself within a second of starting (it could not listen, say) would fail again: then stop
+    with an error instead of looping."""
+    started = dict.fromkeys(children, time.monotonic())
     while children:
         pid, status = os.wait()
         index = children.pop(pid, None)
         if index is None or stopping():
             continue
         board.clear(index)
-        if time.monotonic() - started < 1.0:
+        if not os.WIFSIGNALED(status) and time.monotonic() - started[pid] < 1.0:
             raise RuntimeError(f"balancer worker {index} exited at start (status {status})")
         log.warning(
             "balancer worker %d (pid %d) exited (status %d); restarting", index, pid, status
         )
-        children[_fork(config, board, index)] = index
+        new = _fork(config, board, index)
+        children[new] = index
+        started[new] = time.monotonic()
 
 
 def _fork(config: BalancerConfig, board: Board, index: int) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -104,9 +105,15 @@ class Balancer:
         self._health = self._publish = None
 
     async def _publish_forever(self, board: Board) -> None:
-        pid = os.getpid()
+        """Publish counters; stop (SIGTERM to ourselves) when the parent died, so a killed
+        supervisor leaves no workers holding the port."""
+        pid, parent = os.getpid(), os.getppid()
         while True:
             board.publish(self.worker, pid, self)
+            if os.getppid() != parent:
+                log.warning("balancer worker %d: parent %d exited; stopping", self.worker, parent)
+                os.kill(pid, signal.SIGTERM)
+                return
             await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
