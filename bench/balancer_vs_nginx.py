@@ -120,6 +120,75 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(child) for child in children)
 
 
+# --- parsers alone: where the balancer's Python time goes (--parsers)
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Fri, 20 Nov 2026 23:50:00 GMT\r\n"
+    b"Connection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\n" + BODY
+)
+
+
+def h11_proxied_request() -> bytes:
+    """The h11 work of one proxied request, as proxy.py does it, without I/O."""
+    import h11
+
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(REQUEST)
+    request = server.next_event()
+    assert isinstance(request, h11.Request)
+    server.next_event()
+    client = h11.Connection(h11.CLIENT)
+    headers = [*request.headers, (b"x-forwarded-for", b"127.0.0.1")]
+    out = client.send(h11.Request(method=request.method, target=request.target, headers=headers))
+    out += client.send(h11.EndOfMessage()) or b""
+    client.receive_data(RESPONSE)
+    response, data = client.next_event(), client.next_event()
+    client.next_event()
+    assert isinstance(response, h11.Response) and isinstance(data, h11.Data)
+    kept = [(n, v) for n, v in response.headers if n != b"connection"]
+    out = server.send(h11.Response(status_code=200, headers=kept, reason=response.reason)) or b""
+    return out + (server.send(data) or b"") + (server.send(h11.EndOfMessage()) or b"")
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+
+def httptools_proxied_request() -> bytes:
+    """The same with httptools parsing and the heads joined by hand."""
+    import httptools
+
+    request = _Collect()
+    httptools.HttpRequestParser(request).feed_data(REQUEST)
+    lines = [b"%s: %s\r\n" % pair for pair in request.headers]
+    out = b"GET / HTTP/1.1\r\n" + b"".join(lines) + b"x-forwarded-for: 127.0.0.1\r\n\r\n"
+    response = _Collect()
+    httptools.HttpResponseParser(response).feed_data(RESPONSE)
+    lines = [b"%s: %s\r\n" % pair for pair in response.headers if pair[0] != b"connection"]
+    return out + b"HTTP/1.1 200 OK\r\n" + b"".join(lines) + b"\r\n" + b"".join(response.body)
+
+
+def parsers() -> None:
+    import timeit
+
+    for run in (h11_proxied_request, httptools_proxied_request):
+        try:
+            seconds = min(timeit.repeat(run, number=5000, repeat=5)) / 5000
+        except ImportError as exc:
+            print(f"{run.__name__}: {exc.name} is not installed (pip install {exc.name})")
+            continue
+        print(f"{run.__name__}: {seconds * 1e6:.1f} us per proxied request")
+
+
 # --- servers
 
 
@@ -169,7 +238,13 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="also compare N balancer vs N nginx workers"
     )
+    parser.add_argument(
+        "--parsers", action="store_true", help="only time h11 vs httptools for one request"
+    )
     args = parser.parse_args()
+    if args.parsers:
+        parsers()
+        return 0
     load = wrk if shutil.which("wrk") else python_load
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     backends = [gunicorn(args.backend_workers), gunicorn(args.backend_workers)]
