@@ -19,7 +19,7 @@ from pymsm.server.protocol import (
     strtoull,
 )
 from pymsm.server.settings import VERSION
-from pymsm.server.storage import CAS, Item, Mode, Result, Storage, item_size
+from pymsm.server.storage import CAS, STORED, Item, Mode, Result, Storage, item_size
 
 MODES = {
     b"set": Mode.SET,
@@ -115,7 +115,8 @@ def update(conn: Connection, words: list[bytes]) -> None:
         result, item = storage.store(mode, key, flags, expires, data[:-2], cas)
         count_store(conn, mode, result, item)
         if not noreply:
-            conn.out.append(RESULT_LINES[result])
+            # identity first: an Enum's __hash__ is Python code
+            conn.out.append(b"STORED\r\n" if result is STORED else RESULT_LINES[result])
 
     if storage.class_for(item_size(len(key), flags & 0xFFFFFFFF, length)) is None:
         refuse_too_large(conn, mode, key, length + 2, noreply)

@@ -75,15 +75,22 @@ class MemcachedProtocol(asyncio.Protocol):
             log.info("<%d new auto-negotiating client connection", id(self) % 10000)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.closing:
+        """Run what arrived; all the answers to one read leave in one transport.write."""
+        conn = self.conn
+        if conn.closing:
             return
         try:
-            self.conn.feed(data)
+            conn.feed(data)
         except Exception:  # a bug must cost one connection, never the server
             log.exception("closing a connection after an internal error")
-            self.conn.out.append(b"SERVER_ERROR internal error\r\n")
-            self.conn.closing = True
-        self._flush()
+            conn.out.append(b"SERVER_ERROR internal error\r\n")
+            conn.closing = True
+        transport = self.transport
+        if transport is not None:  # set by connection_made, before any data
+            if conn.out:
+                transport.write(conn.take_output())
+            if conn.closing:
+                transport.close()
 
     def _write(self) -> None:
         if self.transport is not None and self.conn.out:

@@ -277,9 +277,10 @@ class Storage:
     def class_for(self, size: int) -> SlabClass | None:
         if size > self.settings.item_size_max:
             return None
+        classes = self.classes
         index = bisect_left(self._sizes, size)  # the first class whose chunks fit `size`
         # past the largest: chained across chunks of the largest class
-        return self.classes[min(index, len(self.classes) - 1)]
+        return classes[index] if index < len(classes) else classes[-1]
 
     def chunks(self, size: int, cls: SlabClass) -> int:
         return -(-size // cls.size)
