@@ -136,6 +136,7 @@ class Storage:
             for i, size in enumerate(slab_sizes(settings))
         ]
         self._sizes = [cls.size for cls in self.classes]  # for class_for's bisection
+        self._class_of: dict[int, SlabClass | None] = {}  # class_for's memo, bounded
         self.malloced = 0  # bytes of pages handed out
         self.next_cas = 1
         self.flush_at = 0  # pending delayed flush_all (relative time), 0 = none
@@ -275,6 +276,17 @@ class Storage:
     # slab accounting
 
     def class_for(self, size: int) -> SlabClass | None:
+        """The class whose chunks hold an item of `size` bytes; None above -I."""
+        try:
+            return self._class_of[size]  # sizes repeat (same-shaped values): skip the search
+        except KeyError:
+            pass
+        if len(self._class_of) >= 4096:
+            self._class_of.clear()
+        cls = self._class_of[size] = self._search_class(size)
+        return cls
+
+    def _search_class(self, size: int) -> SlabClass | None:
         if size > self.settings.item_size_max:
             return None
         classes = self.classes
