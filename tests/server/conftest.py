@@ -17,9 +17,10 @@ def real_port() -> Iterator[int]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def embedded_port() -> Iterator[int]:
-    settings = Settings(port=0, listen=HOST, threads=1)
+@pytest.fixture(scope="session", params=["asyncio", "uvloop"])
+def embedded_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """One embedded server per event loop it can run on (uvloop is the default when installed)."""
+    settings = Settings(port=0, listen=HOST, threads=1, event_loop=request.param)
     with MemcachedServer(settings).running() as server:
         yield server.port
 

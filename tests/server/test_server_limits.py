@@ -100,15 +100,17 @@ def test_slow_client_byte_by_byte() -> None:
         assert talk(sock, b"", until=b"END\r\n") == b"STORED\r\nVALUE k 0 5\r\nhello\r\nEND\r\n"
 
 
-def test_half_closed_client_gets_its_answers() -> None:
-    with server() as srv, socket.create_connection((HOST, srv.port)) as sock:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_half_closed_client_gets_its_answers(loop: str) -> None:
+    with server(event_loop=loop) as srv, socket.create_connection((HOST, srv.port)) as sock:
         sock.sendall(b"set k 0 0 1\r\na\r\nget k\r\n")
         sock.shutdown(socket.SHUT_WR)
         assert talk(sock, b"", until=b"\x00") == b"STORED\r\nVALUE k 0 1\r\na\r\nEND\r\n"
 
 
-def test_client_that_does_not_read_cannot_grow_server_memory() -> None:
-    with server() as srv, socket.create_connection((HOST, srv.port)) as sock:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_client_that_does_not_read_cannot_grow_server_memory(loop: str) -> None:
+    with server(event_loop=loop) as srv, socket.create_connection((HOST, srv.port)) as sock:
         value = b"z" * 500_000
         assert talk(sock, b"set big 0 0 %d\r\n%s\r\n" % (len(value), value), until=b"\r\n")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 from pymsm.server import MemcachedServer, Settings
+from pymsm.server.server import EVENT_LOOPS, new_event_loop
 from pymsm.server.settings import MB, parse_size
 
 
@@ -50,6 +51,8 @@ def add_parser(subparsers: Any) -> None:
     add("-t", "--threads", type=_positive("-t"), default=4, help="accepted; one event loop")
     add("-U", "--udp-port", type=_positive("-U"), default=0, help="accepted; UDP is not served")
     add("-u", "--user", default="", help="accepted; the user is never changed")
+    add("--event-loop", choices=EVENT_LOOPS, default="auto",
+        help="auto (default): uvloop when installed, else asyncio")  # fmt: skip
     add("-v", "--verbose", action="count", default=0, help="-v errors, -vv client commands")
     parser.set_defaults(func=run)
 
@@ -66,6 +69,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         udp_port=args.udp_port,
         user=args.user,
         verbosity=args.verbose,
+        event_loop=args.event_loop,
     )
 
 
@@ -74,7 +78,13 @@ def run(args: argparse.Namespace) -> int:
     level = logging.WARNING if settings.verbosity == 0 else logging.INFO
     logging.getLogger("pymsm.server").setLevel(level)
     try:
-        asyncio.run(_serve(settings))
+        loop = new_event_loop(settings.event_loop)
+    except ValueError as exc:
+        logging.getLogger("pymsm.server").error("--event-loop: %s", exc)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(_serve(settings))
     except OSError as exc:
         logging.getLogger("pymsm.server").error("cannot listen on %s:%d: %s",
                                                 settings.listen, settings.port, exc)  # fmt: skip

@@ -19,7 +19,7 @@ from pymsm.server.protocol import (
     strtoull,
 )
 from pymsm.server.settings import VERSION
-from pymsm.server.storage import Item, Mode, Result, Storage, item_size
+from pymsm.server.storage import CAS, STORED, Item, Mode, Result, Storage, item_size
 
 MODES = {
     b"set": Mode.SET,
@@ -30,12 +30,9 @@ MODES = {
     b"cas": Mode.CAS,
 }
 INT_MAX = (1 << 31) - 1
-
-
-def value_header(key: bytes, item: Item, with_cas: bool) -> bytes:
-    if with_cas:
-        return b"VALUE %s %d %d %d\r\n" % (key, item.flags, len(item.value), item.cas)
-    return b"VALUE %s %d %d\r\n" % (key, item.flags, len(item.value))
+# every storage answer with its CRLF, built once (Enum .value is a slow property in 3.11)
+RESULT_LINES = {result: result.value + b"\r\n" for result in Result}
+CAS_COUNTER = {Result.STORED: "cas_hits", Result.EXISTS: "cas_badval"}
 
 
 def retrieve(conn: Connection, words: list[bytes]) -> None:
@@ -61,7 +58,7 @@ def retrieve(conn: Connection, words: list[bytes]) -> None:
 def emit_values(
     conn: Connection, keys: list[bytes], with_cas: bool, touch: bool, exptime: int
 ) -> None:
-    storage, counters, out = conn.cache.storage, conn.cache.stats.counters, conn.out
+    storage, counters, out = conn.cache.storage, conn.counters, conn.out
     for key in keys:
         if len(key) > 250:
             out.append(BAD_FORMAT)
@@ -80,31 +77,36 @@ def emit_values(
         counters["get_hits"] += 1
         storage.classes[item.clsid - 1].count("touch_hits" if touch else "get_hits")
         item.fetched = True
-        out.append(value_header(key, item, with_cas))
-        out.append(item.value + b"\r\n")
-        conn.out_bytes += len(item.value)
+        value = item.value
+        if with_cas:
+            out.append(b"VALUE %s %d %d %d\r\n" % (key, item.flags, len(value), item.cas))
+        else:
+            out.append(b"VALUE %s %d %d\r\n" % (key, item.flags, len(value)))
+        out.append(value)
+        out.append(b"\r\n")
+        conn.out_bytes += len(value)
     out.append(b"END\r\n")
 
 
 def update(conn: Connection, words: list[bytes]) -> None:
     """set / add / replace / append / prepend / cas: parse, then wait for the data block."""
     mode = MODES[words[0]]
-    arity = 6 if mode is Mode.CAS else 5
-    if len(words) not in (arity, arity + 1):
+    arity = 6 if mode is CAS else 5
+    if len(words) != arity and len(words) != arity + 1:
         conn.out.append(ERROR)
         return
     noreply = words[-1] == b"noreply"
     key = words[1]
     flags, exptime, length = strtoull(words[2]), strtol32(words[3]), strtol32(words[4])
-    cas = strtoull(words[5]) if mode is Mode.CAS else 0
-    if not key_ok(key) or flags is None or exptime is None or length is None or cas is None:
+    cas = strtoull(words[5]) if mode is CAS else 0
+    if len(key) > 250 or flags is None or exptime is None or length is None or cas is None:
         conn.reply(BAD_FORMAT[:-2], noreply)
         return
     if length < 0 or length > INT_MAX - 2:
         conn.reply(BAD_FORMAT[:-2], noreply)
         return
     storage = conn.cache.storage
-    expires = storage.clock.realtime(exptime)
+    expires = storage.clock.realtime(exptime) if exptime else 0
 
     def complete(conn: Connection, data: bytes) -> None:
         if data[-2:] != b"\r\n":
@@ -112,7 +114,9 @@ def update(conn: Connection, words: list[bytes]) -> None:
             return
         result, item = storage.store(mode, key, flags, expires, data[:-2], cas)
         count_store(conn, mode, result, item)
-        conn.reply(result.value, noreply)
+        if not noreply:
+            # identity first: an Enum's __hash__ is Python code
+            conn.out.append(b"STORED\r\n" if result is STORED else RESULT_LINES[result])
 
     if storage.class_for(item_size(len(key), flags & 0xFFFFFFFF, length)) is None:
         refuse_too_large(conn, mode, key, length + 2, noreply)
@@ -132,18 +136,19 @@ def refuse_too_large(conn: Connection, mode: Mode, key: bytes, length: int, nore
 
 
 def count_store(conn: Connection, mode: Mode, result: Result, item: Item | None) -> None:
-    counters = conn.cache.stats.counters
+    counters = conn.counters
     counters["cmd_set"] += 1
-    if result is Result.NO_MEMORY:
-        counters["store_no_memory"] += 1
-    if mode is Mode.CAS:
-        name = {Result.STORED: "cas_hits", Result.EXISTS: "cas_badval"}.get(result, "cas_misses")
-        counters[name] += 1
-    if item is not None:
+    if item is not None:  # stored: the common case
         cls = conn.cache.storage.classes[item.clsid - 1]
         cls.count("cmd_set")
-        if mode is Mode.CAS:
+        if mode is CAS:
+            counters["cas_hits"] += 1
             cls.count("cas_hits")
+        return
+    if result is Result.NO_MEMORY:
+        counters["store_no_memory"] += 1
+    if mode is CAS:
+        counters[CAS_COUNTER.get(result, "cas_misses")] += 1
 
 
 def delete(conn: Connection, words: list[bytes]) -> None:

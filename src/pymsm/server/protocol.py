@@ -59,6 +59,7 @@ class Connection:
         self.started = False
         self.out_bytes = 0  # value bytes queued in `out` since the last flush
         self.on_output: Callable[[], None] | None = None  # lets the transport drain `out`
+        self.counters = cache.stats.counters
 
     # input
 
@@ -69,44 +70,54 @@ class Connection:
                 log.info("closing a binary-protocol client: only the text protocol is served")
                 self.closing = True
                 return
-        self.cache.stats.counters["bytes_read"] += len(data)
-        self.buf += data
-        self.process()
+        self.counters["bytes_read"] += len(data)
+        if self.buf:
+            self.buf += data
+            self.process()
+            return
+        # the usual case (whole commands per read): parse the bytes as received, no buffer copy
+        pos = self._run(data)
+        if pos < len(data):
+            self.buf += memoryview(data)[pos:]
 
     def process(self) -> None:
         """Run every complete command in the buffer (stops early while paused or closing)."""
-        buf = self.buf
+        del self.buf[: self._run(self.buf)]
+
+    def _run(self, buf: bytes | bytearray) -> int:
+        """Run the complete commands of `buf`; returns how many bytes were consumed."""
         pos = 0
-        while not self.closing and not self.paused and pos < len(buf):
+        size = len(buf)
+        while pos < size and not self.closing and not self.paused:
             if self.swallow:
-                taken = min(self.swallow, len(buf) - pos)
+                taken = min(self.swallow, size - pos)
                 pos += taken
                 self.swallow -= taken
             elif self.expect is not None:
                 length, handler = self.expect
-                if len(buf) - pos < length:
+                if size - pos < length:
                     break
                 self.expect = None
-                handler(self, bytes(buf[pos : pos + length]))
+                handler(self, bytes(buf[pos : pos + length]))  # bytes(bytes) is no copy
                 pos += length
             else:
                 end = buf.find(b"\n", pos)
                 if end < 0:
-                    self._check_partial_line(pos)
+                    self._check_partial_line(buf, pos)
                     break
                 line = bytes(buf[pos : end - 1 if end > pos and buf[end - 1] == 13 else end])
                 pos = end + 1
                 self.execute(line)
             if self.out_bytes > OUTPUT_CHUNK and self.on_output is not None:
                 self.on_output()  # may pause us (backpressure) before the next command
-        del buf[:pos]
+        return pos
 
-    def _check_partial_line(self, pos: int) -> None:
+    def _check_partial_line(self, buf: bytes | bytearray, pos: int) -> None:
         """memcached closes on 2 KB without a newline, unless it is a (long) multi-key get."""
-        size = len(self.buf) - pos
+        size = len(buf) - pos
         if size <= LINE_MAX:
             return
-        head = bytes(self.buf[pos : pos + 110]).lstrip(b" ")
+        head = bytes(buf[pos : pos + 110]).lstrip(b" ")
         is_get = head.startswith((b"get ", b"gets ")) and size - len(head) <= 100
         if not is_get or size > GET_LINE_MAX:
             log.info("closing a connection: command line of %d bytes without a newline", size)
@@ -137,7 +148,7 @@ class Connection:
         data = b"".join(self.out)
         self.out.clear()
         self.out_bytes = 0
-        self.cache.stats.counters["bytes_written"] += len(data)
+        self.counters["bytes_written"] += len(data)
         return data
 
 
@@ -146,6 +157,8 @@ class Connection:
 
 def strtoull(token: bytes) -> int | None:
     """safe_strtoull: unsigned 64-bit; a '-' is refused unless the result stays small."""
+    if token.isdigit() and len(token) < 20:  # the common case; isdigit() is ASCII-only on bytes
+        return int(token)
     match = _NUMBER.match(token)
     if match is None:
         return None
@@ -161,6 +174,8 @@ def strtoull(token: bytes) -> int | None:
 
 def strtol32(token: bytes) -> int | None:
     """safe_strtol: a signed long, then stored in an int32 (so it wraps, as in memcached)."""
+    if token.isdigit() and len(token) < 10:  # the common case: fits an int32 as it is
+        return int(token)
     match = _NUMBER.match(token)
     if match is None:
         return None

@@ -9,6 +9,7 @@ is evicted (or, with `-M`, the store fails). Not thread-safe: one event loop own
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,6 +42,12 @@ class Mode(Enum):
     APPEND = "append"
     PREPEND = "prepend"
     CAS = "cas"
+
+
+# module-level aliases: an Enum member lookup (Mode.SET) costs ~0.1 µs on the hot path in 3.11
+SET, ADD, REPLACE, APPEND, PREPEND, CAS = Mode
+STORED, NOT_STORED, EXISTS, NOT_FOUND = list(Result)[:4]
+NEEDS_OLD = (REPLACE, APPEND, PREPEND)
 
 
 class Item:
@@ -128,6 +135,8 @@ class Storage:
             SlabClass(i + 1, size, max(1, settings.slab_page_size // size))
             for i, size in enumerate(slab_sizes(settings))
         ]
+        self._sizes = [cls.size for cls in self.classes]  # for class_for's bisection
+        self._class_of: dict[int, SlabClass | None] = {}  # class_for's memo, bounded
         self.malloced = 0  # bytes of pages handed out
         self.next_cas = 1
         self.flush_at = 0  # pending delayed flush_all (relative time), 0 = none
@@ -143,7 +152,7 @@ class Storage:
         item = self.items.get(key)
         if item is None:
             return None
-        now = self.clock.now()
+        now = int(time.time()) - self.clock.started  # Clock.now(), inlined: the hot path
         if self.flush_at and self.flush_at <= now:
             self.flush_at = 0
             self.flush()
@@ -167,53 +176,57 @@ class Storage:
               cas: int = 0) -> tuple[Result, Item | None]:  # fmt: skip
         """Apply a storage command; `exptime` is server-relative (see Clock.realtime)."""
         old = self.get(key, bump=False)
-        if mode is Mode.ADD and old is not None:
-            self._bump(old)  # memcached refreshes an item that add found
-            return Result.NOT_STORED, None
-        if mode in (Mode.REPLACE, Mode.APPEND, Mode.PREPEND) and old is None:
-            return Result.NOT_STORED, None
-        if mode is Mode.CAS:
-            if old is None:
-                return Result.NOT_FOUND, None
-            if old.cas != cas:
-                return Result.EXISTS, None
-        if mode is Mode.APPEND and old is not None:
-            value, flags, exptime = old.value + value, old.flags, old.exptime
-        elif mode is Mode.PREPEND and old is not None:
-            value, flags, exptime = value + old.value, old.flags, old.exptime
+        if mode is not SET:
+            if mode is ADD and old is not None:
+                self._bump(old)  # memcached refreshes an item that add found
+                return NOT_STORED, None
+            if old is None and mode in NEEDS_OLD:
+                return NOT_STORED, None
+            if mode is CAS:
+                if old is None:
+                    return NOT_FOUND, None
+                if old.cas != cas:
+                    return EXISTS, None
+            if mode is APPEND and old is not None:
+                value, flags, exptime = old.value + value, old.flags, old.exptime
+            elif mode is PREPEND and old is not None:
+                value, flags, exptime = value + old.value, old.flags, old.exptime
         item = Item(key, value, flags & 0xFFFFFFFF, exptime)
         result = self.link(item)
-        if result is not Result.STORED and mode is Mode.SET and old is not None:
-            self.unlink(old)  # as memcached: a failed set must not leave stale data behind
-        return result, item if result is Result.STORED else None
+        if result is not STORED:
+            if mode is SET and old is not None:
+                self.unlink(old)  # as memcached: a failed set must not leave stale data behind
+            return result, None
+        return result, item
 
     def link(self, item: Item) -> Result:
         """Insert `item` (replacing any item with its key), making room in its slab class."""
         cls = self.class_for(item.size)
         if cls is None:
             return Result.TOO_LARGE
-        old = self.items.get(item.key)
+        key = item.key
+        old = self.items.get(key)
         if old is not None:
             self.unlink(old)
-        chunks = self.chunks(item.size, cls)
-        if not self._make_room(cls, chunks):
+        chunks = 1 if item.size <= cls.size else -(-item.size // cls.size)
+        if cls.used + chunks > cls.pages * cls.perslab and not self._make_room(cls, chunks):
             return Result.NO_MEMORY
         item.clsid = cls.id
         item.cas = self.next_cas
         self.next_cas += 1
-        item.time = self.clock.now()
+        item.time = int(time.time()) - self.clock.started
         cls.used += chunks
         cls.requested += item.size
-        cls.lru[item.key] = item
-        self.items[item.key] = item
+        cls.lru[key] = item
+        self.items[key] = item
         self.stats["total_items"] += 1
-        return Result.STORED
+        return STORED
 
     def unlink(self, item: Item) -> None:
         cls = self.classes[item.clsid - 1]
         del self.items[item.key]
         del cls.lru[item.key]
-        cls.used -= self.chunks(item.size, cls)
+        cls.used -= 1 if item.size <= cls.size else -(-item.size // cls.size)
         cls.requested -= item.size
 
     def delete(self, key: bytes, cas: int = 0) -> Result:
@@ -263,12 +276,23 @@ class Storage:
     # slab accounting
 
     def class_for(self, size: int) -> SlabClass | None:
+        """The class whose chunks hold an item of `size` bytes; None above -I."""
+        try:
+            return self._class_of[size]  # sizes repeat (same-shaped values): skip the search
+        except KeyError:
+            pass
+        if len(self._class_of) >= 4096:
+            self._class_of.clear()
+        cls = self._class_of[size] = self._search_class(size)
+        return cls
+
+    def _search_class(self, size: int) -> SlabClass | None:
         if size > self.settings.item_size_max:
             return None
-        for cls in self.classes:
-            if size <= cls.size:
-                return cls
-        return self.classes[-1]  # chained across chunks of the largest class
+        classes = self.classes
+        index = bisect_left(self._sizes, size)  # the first class whose chunks fit `size`
+        # past the largest: chained across chunks of the largest class
+        return classes[index] if index < len(classes) else classes[-1]
 
     def chunks(self, size: int, cls: SlabClass) -> int:
         return -(-size // cls.size)
