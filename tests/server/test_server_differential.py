@@ -49,6 +49,8 @@ SCRIPTS: dict[str, list[bytes]] = {
         b"cas {p}a 0 0 1 x\r\nb\r\ncas {p}a 0 0 1\r\nb\r\n",
     ],
     "bad_input": [
+        b"ms \x00 0\r\nmn\r\n",  # the line ends at a NUL, as C strings do
+        b"set k\x00x 0 0 1\r\nmn\r\n",
         b"foo\r\n",
         b"GET {p}a\r\n",
         b"\r\n",

@@ -124,6 +124,9 @@ class Connection:
             self.closing = True
 
     def execute(self, line: bytes) -> None:
+        nul = line.find(b"\0")
+        if nul >= 0:
+            line = line[:nul]  # memcached reads the line as a C string: it ends at a NUL
         words = line.split(b" ")
         if b"" in words:
             words = [word for word in words if word]
