@@ -49,8 +49,6 @@ SCRIPTS: dict[str, list[bytes]] = {
         b"cas {p}a 0 0 1 x\r\nb\r\ncas {p}a 0 0 1\r\nb\r\n",
     ],
     "bad_input": [
-        b"ms \x00 0\r\nmn\r\n",  # the line ends at a NUL, as C strings do
-        b"set k\x00x 0 0 1\r\nmn\r\n",
         b"foo\r\n",
         b"GET {p}a\r\n",
         b"\r\n",
@@ -152,6 +150,7 @@ SCRIPTS: dict[str, list[bytes]] = {
         b"ma {p}c2 N0 J18446744073709551615 v\r\nma {p}c2 v\r\nma {p}c3 N0 J0 MD v\r\n",
         b"ma " + LONG_KEY + b"\r\n",
     ],
+    "nul_in_line": [b"ms \x00 0\r\n", b"set k\x00x 0 0 1\r\n", b"get k\r\n"],
     "http_client": [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"],
 }
 
