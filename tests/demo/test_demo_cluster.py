@@ -72,13 +72,18 @@ def test_demo_page_shows_node_id_parts_counter_and_cluster(demo: Demo) -> None:
     browser = Browser(demo.url)
     status, headers, body = browser.request("/")
     page = body.decode()
-    info = browser.session()
+    sid = browser.cookie()
     assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert sid is not None
+    id_base, node = sid.split("-")
+    assert (
+        f'<span class="base">{id_base}</span>-<span class="node" title="memcached node">{node}</span>'
+        in page
+    )
+    assert '<span class="count" id="count">1</span>' in page
+    info = browser.session()
     other = "app2" if info["node"] == "app1" else "app1"  # round robin: the page was the other
-    assert f'<h1 id="node">{other}</h1>' in page
-    sid = info["id_parts"]
-    assert f'<span class="node" title="memcached node">{sid["node"]}</span>' in page
-    assert '<span class="count" id="count">1</span>' in page and info["count"] == 2
+    assert f'<h1 id="node">{other}</h1>' in page and info["count"] == 2
     for name in ("n1", "n2", "app1", "app2"):
         assert f'id="kill-{"memcached" if name[0] == "n" else "app"}-{name}"' in page
 

@@ -65,7 +65,8 @@ class DemoApp:
             return [json.dumps(self.info(environ, session)).encode()]
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
         message = parse_qs(environ.get("QUERY_STRING", "")).get("message", [""])[0]
-        return [render(self.info(environ, session), message).encode()]
+        # right after an action (the redirect carries its message) show the state it made
+        return [render(self.info(environ, session, fresh=bool(message)), message).encode()]
 
     def _act(self, path: str, form: dict[str, str], session: Session) -> str:
         if path == "/invalidate":
@@ -98,13 +99,14 @@ class DemoApp:
                 self._cluster = (time.monotonic(), answer["state"])
         return str(answer.get("message", ""))
 
-    def cluster(self) -> dict[str, Any] | None:
-        """The supervisor's state, at most CLUSTER_TTL old; None without a supervisor."""
+    def cluster(self, fresh: bool = False) -> dict[str, Any] | None:
+        """The supervisor's state, at most CLUSTER_TTL old unless `fresh`; None without a
+        supervisor."""
         if self.control_url is None:
             return None
         with self._lock:
             fetched, state = self._cluster
-            if state is not None and time.monotonic() - fetched < CLUSTER_TTL:
+            if not fresh and state is not None and time.monotonic() - fetched < CLUSTER_TTL:
                 return state
         try:
             state = dict(control.call(self.control_url, timeout=0.5))
@@ -114,7 +116,9 @@ class DemoApp:
             self._cluster = (time.monotonic(), state)
         return state
 
-    def info(self, environ: WSGIEnvironment, session: Session) -> dict[str, Any]:
+    def info(
+        self, environ: WSGIEnvironment, session: Session, fresh: bool = False
+    ) -> dict[str, Any]:
         sid = session.sid
         return {
             "node": self.name,
@@ -127,7 +131,7 @@ class DemoApp:
             "last_accessed": session.last_accessed,
             "count": session.get("count", 0),
             "attributes": {k: v for k, v in session.items() if k != "count"},
-            "cluster": self.cluster(),
+            "cluster": self.cluster(fresh),
         }
 
 

@@ -19,8 +19,8 @@ h2{font-size:17px;margin:0 0 10px}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee}
 th{width:130px;color:#555;font-weight:600}
 code.sid{font-size:14px;word-break:break-all}
-.sid .node{background:#ffe082;padding:1px 3px;border-radius:3px}
-.sid .route{background:#b3e5fc;padding:1px 3px;border-radius:3px}
+.node{background:#ffe082;padding:1px 3px;border-radius:3px}
+.route{background:#b3e5fc;padding:1px 3px;border-radius:3px}
 .count{font-size:28px;font-weight:700}
 .up{color:#2e7d32;font-weight:700}.down{color:#c62828;font-weight:700}
 .you{font-size:12px;color:#fff;border-radius:3px;padding:1px 5px;margin-left:4px}
@@ -64,6 +64,7 @@ def render(info: dict[str, Any], message: str = "") -> str:
     notice = f'<div class="message" id="message">{escape(message)}</div>' if message else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pymsm demo · {node}</title>
+<link rel="icon" href="data:,">
 <style>{STYLE}</style></head>
 <body>
 <header style="background:{colour(info["node"])}">
@@ -73,7 +74,7 @@ def render(info: dict[str, Any], message: str = "") -> str:
 {notice}
 <main>
 <div>{_session(info)}{_attributes(info)}</div>
-<div>{_cluster(info.get("cluster"), info["node"])}</div>
+<div>{_cluster(info.get("cluster"), info["node"], info["id_parts"]["node"])}</div>
 </main>
 </body></html>
 """
@@ -116,14 +117,14 @@ def _attributes(info: dict[str, Any]) -> str:
 </section>"""
 
 
-def _cluster(state: dict[str, Any] | None, me: str) -> str:
+def _cluster(state: dict[str, Any] | None, me: str, home: str | None) -> str:
     if state is None:
         return '<section><h2>Cluster</h2><p class="muted">not started by `msm demo`</p></section>'
     if "error" in state:
         return f'<section><h2>Cluster</h2><p class="down">{escape(state["error"])}</p></section>'
     lb = state["balancer"]
     status = f' · <a href="{escape(lb["status"])}">status</a>' if lb.get("status") else ""
-    stores = "".join(_node_row(node, "memcached", me) for node in state["memcached"])
+    stores = "".join(_node_row(node, "memcached", home) for node in state["memcached"])
     apps = "".join(_node_row(node, "app", me) for node in state["apps"])
     store_title = "Redis" if state.get("backend") == "redis" else "memcached nodes"
     return f"""<section id="cluster"><h2>Cluster</h2>
@@ -136,7 +137,9 @@ names another node. Kill the app that served you: the next one carries on.</p>
 </section>"""
 
 
-def _node_row(node: dict[str, Any], kind: str, me: str) -> str:
+def _node_row(node: dict[str, Any], kind: str, mine: str | None) -> str:
+    """One node with its state and a kill/start button; `mine` is the app that served this
+    page or the memcached node holding this session, which gets a badge."""
     name = str(node["name"])
     up = bool(node["up"])
     state = (
@@ -147,16 +150,13 @@ def _node_row(node: dict[str, Any], kind: str, me: str) -> str:
     lb = node.get("balancer")
     if lb and up and lb.get("up") is False:
         state += f' <span class="muted">(balancer: {escape(lb.get("reason") or "down")})</span>'
-    you = (
-        f'<span class="you" style="background:{colour(name)}">you</span>'
-        if kind == "app" and name == me
-        else ""
-    )
-    label = (
-        f'<span style="color:{colour(name)}">{escape(name)}</span>'
-        if kind == "app"
-        else escape(name)
-    )
+    if kind == "app":
+        badge = f'<span class="you" style="background:{colour(name)}">you</span>'
+        label = f'<span style="color:{colour(name)}">{escape(name)}</span>'
+    else:
+        badge = '<span class="you" style="background:#b8860b">your session</span>'
+        label = escape(name)
+    label += badge if name == mine else ""
     action = "kill" if up else "start"
     button = (
         f'<form method="post" action="/control" class="inline">'
@@ -166,6 +166,6 @@ def _node_row(node: dict[str, Any], kind: str, me: str) -> str:
         f'<button class="{action}" id="{action}-{kind}-{escape(name)}">{action}</button></form>'
     )
     return (
-        f'<tr data-node="{escape(name)}" data-up="{str(up).lower()}"><th>{label}{you}</th>'
+        f'<tr data-node="{escape(name)}" data-up="{str(up).lower()}"><th>{label}</th>'
         f'<td>{escape(node["address"])}</td><td class="state">{state}</td><td>{button}</td></tr>'
     )

@@ -85,15 +85,19 @@ class Demo:
         return self
 
     def stop(self) -> None:
-        """Stop every child (apps first, so none writes to a store that is going away)."""
+        """Stop every child; safe to call twice or after a failed start."""
         with self._lock:
             info = control.state_file(self.port)
             if self._started and info.exists():
                 info.unlink()
             if self.balancer is not None:
                 self.balancer.stop()
-            for node in [*([self.nginx] if self.nginx else []), *self.apps, *self.stores]:
-                node.stop()
+            # apps before stores, so no app writes to a store that is going away
+            for group in ([self.nginx] if self.nginx else [], self.apps, self.stores):
+                for node in group:
+                    node.send_stop()
+                for node in group:
+                    node.wait_stopped()
             if self.control.thread.is_alive():
                 self.control.stop()
             if self._own_workdir:
