@@ -153,6 +153,6 @@ def topology(state: dict[str, Any]) -> str:
 
 
 def _node_line(label: str, node: dict[str, Any]) -> str:
-    state = f"up, pid {node['pid']}" if node["up"] else node["status"]
+    state = f"up, pid {node['pid']} ({node['program']})" if node["up"] else node["status"]
     url = f"http://{node['address']}/" if node["kind"] == "app" else node["address"]
     return f"  {label:<14} {url:<28} {state}"

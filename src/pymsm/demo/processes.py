@@ -174,7 +174,15 @@ class NodeProcess:
             "pid": self.process.pid if running and self.process else None,
             "up": running,
             "status": self.status,
+            "program": self.program,
         }
+
+    @property
+    def program(self) -> str:
+        """What runs: `memcached`, `pymsm memcached` (embedded), `gunicorn`, `nginx` ..."""
+        if len(self.argv) > 2 and self.argv[1] == "-m":
+            return " ".join(self.argv[2:4]) if self.argv[2] == "pymsm" else self.argv[2]
+        return Path(self.argv[0]).name
 
     def log_tail(self, lines: int = 15) -> str:
         try:
