@@ -11,7 +11,6 @@ from pymsm.exceptions import ConfigError
 BALANCERS = (*STRATEGIES, "nginx")
 MODES = ("non-sticky", "sticky")
 BACKENDS = ("memcached", "redis")
-KINDS = ("memcached", "app")  # what `kill` / `start` act on; the redis server is memcached "redis"
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,8 @@ class DemoConfig:
             raise ConfigError(f"--backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port}: use 1..65535 (0 picks a free port)")
+        if self.backend == "redis" and self.failover_nodes:
+            raise ConfigError("--failover-nodes applies to memcached nodes, not --backend redis")
         known = set(self.memcached_names)
         for node in filter(None, self.failover_nodes.replace(",", " ").split()):
             if node not in known:
@@ -55,8 +56,6 @@ class DemoConfig:
                     f"--failover-nodes {self.failover_nodes!r}: {node!r} is not one of the "
                     f"memcached nodes {', '.join(sorted(known))}"
                 )
-        if self.backend == "redis" and self.failover_nodes:
-            raise ConfigError("--failover-nodes applies to memcached nodes, not --backend redis")
 
     @property
     def sticky(self) -> bool:
