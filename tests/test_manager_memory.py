@@ -287,3 +287,27 @@ def test_never_expiring_sessions(clock: Clock) -> None:
     sid = stored_session(manager, a=1)
     clock.now += 10 * 365 * 86400
     assert manager.load(sid)["a"] == 1
+
+
+def test_unchanged_requests_write_the_access_time_once_per_resolution(clock: Clock) -> None:
+    manager, stores = cluster(clock)  # 600 s idle timeout: 6 s resolution
+    sid = stored_session(manager, a=1)
+    for store in stores.values():
+        store.calls.clear()
+    clock.now += 2
+    assert manager.save(manager.load(sid)).status == "unchanged"
+    assert sum(s.calls.get("set", 0) for s in stores.values()) == 0  # one read, no write
+    clock.now += 5
+    assert manager.save(manager.load(sid)).status == "unchanged"
+    assert sum(s.calls.get("set", 0) for s in stores.values()) == 2  # validity + its backup
+    assert manager.load(sid).last_accessed == pytest.approx(clock.now)
+
+
+def test_access_time_resolution_zero_writes_every_request(clock: Clock) -> None:
+    manager, stores = cluster(clock, access_time_resolution=0)
+    sid = stored_session(manager, a=1)
+    for store in stores.values():
+        store.calls.clear()
+    clock.now += 0.5
+    manager.save(manager.load(sid))
+    assert sum(s.calls.get("set", 0) for s in stores.values()) == 2

@@ -60,7 +60,7 @@ def _bool(name: str, value: Any) -> bool:
 class Config:
     """All settings. Construct with keyword arguments; string forms are parsed and validated."""
 
-    memcached_nodes: str = ""
+    memcached_nodes: str = field(default="", repr=False)  # a Redis URL may carry a password
     failover_nodes: str = ""
     sticky: bool = False
     route: str | None = None
@@ -76,7 +76,7 @@ class Config:
     storage_key_prefix: str = ""
     session_attribute_filter: str | None = None
     codec: str = "json"
-    secret_key: str | bytes | tuple[str | bytes, ...] | None = None
+    secret_key: str | bytes | tuple[str | bytes, ...] | None = field(default=None, repr=False)
     compress_threshold: int | None = None
     context: str = ""
     app_version: str = ""
@@ -89,10 +89,13 @@ class Config:
     cookie_partitioned: bool = False
     node_dead_timeout: float = 10.0
     backup_lookups: int = 2
+    access_time_resolution: float | None = None
     sticky_cache_size: int = 10_000
     sticky_cache_bytes: int = 64 * 1024 * 1024
     backup_queue_size: int = 1000
-    store: str = ""  # alias of memcached_nodes, reads better for a Redis URL
+    store: str = field(
+        default="", repr=False
+    )  # alias of memcached_nodes, reads better for a Redis URL
     nodes: NodeList = field(init=False, repr=False, compare=False)
     key_prefix: str = field(init=False, repr=False, compare=False)
 
@@ -111,8 +114,13 @@ class Config:
             value = getattr(self, name)
             if value is not None and not isinstance(value, float):
                 set_(self, name, duration(name, value, "ms"))
-        for name, unit in (("lock_expiration", "s"), ("node_dead_timeout", "s")):
-            if not isinstance(getattr(self, name), float):
+        for name, unit in (
+            ("lock_expiration", "s"),
+            ("node_dead_timeout", "s"),
+            ("access_time_resolution", "s"),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, float):
                 set_(self, name, duration(name, getattr(self, name), unit))
         if not isinstance(self.max_inactive_interval, int) or isinstance(
             self.max_inactive_interval, bool

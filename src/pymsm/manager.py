@@ -78,6 +78,11 @@ class _Base:
         self.locking = locking.LockingMode.parse(cfg.locking_mode)
         self.learner = locking.ReadOnlyLearner()
 
+    @property
+    def retry_after(self) -> int:
+        """Seconds for Retry-After when a request gave up waiting for the session's lock."""
+        return max(1, round(self.config.lock_wait_timeout or 1))
+
     def ignores(self, path: str) -> bool:
         """Requests whose path matches `request_uri_ignore_pattern` never touch a session."""
         return self._ignore is not None and self._ignore.fullmatch(path) is not None
@@ -96,6 +101,7 @@ class _Base:
             route=cfg.route,
             backup_lookups=cfg.backup_lookups,
             attribute_filter=self._filter,
+            access_resolution=cfg.access_time_resolution,
         )
 
     def parse_id(self, cookie: str | None) -> SessionId | None:

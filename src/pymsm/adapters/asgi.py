@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pymsm.config import Config
+from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
+from pymsm.exceptions import LockTimeout
 from pymsm.manager import AsyncSessionManager
 
 Scope = MutableMapping[str, Any]
@@ -42,7 +44,23 @@ class SessionMiddleware:
             return
         manager = self.manager
         sent = manager.read_cookie(_header(scope, b"cookie"))
-        session = scope["session"] = await manager.load(sent)
+        method = scope.get("method", "GET")
+        try:
+            declared = scope.get(ACCESS_KEY) or declared_access(self.app)
+            session = await manager.load(sent, method, scope["path"], declared)
+        except LockTimeout as exc:
+            await _unavailable(send, str(exc), manager.retry_after)
+            return
+        scope["session"] = session
+        try:
+            await self._serve(session, sent, scope, receive, send)
+        finally:
+            await manager.release(session)  # the lock, if the locking mode took one
+
+    async def _serve(
+        self, session: Session, sent: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        manager = self.manager
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
@@ -72,6 +90,17 @@ class SessionMiddleware:
         if session.accessed:
             headers.append((b"vary", b"Cookie"))
         message["headers"] = headers
+
+
+async def _unavailable(send: Send, reason: str, retry_after: int) -> None:
+    """The session stayed locked (lock_failure='error'): 503 with Retry-After."""
+    body = f"503 Service Unavailable: {reason}\n".encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _last_body(message: Message) -> bool:

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 
 from pymsm.config import Config, prefixed_settings
+from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
+from pymsm.exceptions import LockTimeout
 from pymsm.manager import SessionManager
 
+ENVIRON_KEY = "pymsm.session"
 __all__ = ["FlaskSession", "PymsmSessionInterface", "init_app"]
 
 
@@ -48,13 +52,26 @@ class PymsmSessionInterface(SessionInterface):
         if self.manager.ignores(request.path):
             return None  # Flask hands the view a null session: readable, empty, never stored
         sent = request.cookies.get(self.get_cookie_name(app))
-        session = self.manager.open_as(sent, FlaskSession)
+
+        def access() -> str | None:  # asked at load time, when the endpoint is known
+            view = app.view_functions.get(request.endpoint or "")
+            declared = request.environ.get(ACCESS_KEY)
+            return declared if isinstance(declared, str) else declared_access(view)
+
+        session = self.manager.open_as(sent, FlaskSession, request.method, request.path, access)
         session.sent = sent
+        request.environ[ENVIRON_KEY] = session
         return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession) or not session.loaded:
             return  # untouched: no load happened, nothing to write, no cookie, no Vary
+        try:
+            self._save(app, session, response)
+        finally:
+            self.manager.release(session)  # the lock, if the locking mode took one
+
+    def _save(self, app: Flask, session: FlaskSession, response: Response) -> None:
         if session.accessed:
             response.vary.add("Cookie")
         manager = self.manager
@@ -102,4 +119,19 @@ def init_app(app: Flask, config: Config | None = None, **settings: Any) -> Sessi
     manager = SessionManager(config, **{**prefixed_settings(app.config), **settings})
     app.session_interface = PymsmSessionInterface(manager)
     app.extensions["pymsm"] = manager
+
+    def busy(error: LockTimeout) -> Response:
+        """lock_failure='error': the session stayed locked; the client may retry."""
+        response = app.response_class(f"session busy, retry later: {error}\n", status=503)
+        response.headers["Retry-After"] = str(manager.retry_after)
+        return response
+
+    app.register_error_handler(LockTimeout, busy)
+
+    @app.teardown_request
+    def release(_: BaseException | None) -> None:  # also when save_session never ran
+        session = flask.request.environ.get(ENVIRON_KEY) if flask.has_request_context() else None
+        if isinstance(session, FlaskSession):
+            manager.release(session)
+
     return manager

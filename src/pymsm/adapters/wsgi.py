@@ -63,7 +63,7 @@ class SessionMiddleware:
             return _Closing(self.app(environ, start), manager, session)
         except LockTimeout:
             manager.release(session)
-            retry = str(max(1, round(manager.config.lock_wait_timeout or 1)))
+            retry = str(manager.retry_after)
             start_response(
                 "503 Service Unavailable",
                 [("Content-Type", "text/plain"), ("Retry-After", retry)],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,7 +54,7 @@ class Keys:
         return "tomb:" + self.record
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What a flow needs to decide, for one request. `now` is seconds since the epoch."""
 
@@ -69,9 +69,10 @@ class Context:
     route: str | None = None
     backup_lookups: int = 2
     attribute_filter: re.Pattern[str] | None = None
+    access_resolution: float | None = None  # s; None: 1% of the idle timeout, at most 60 s
     events: list[str] = field(default_factory=list)  # reasons worth a log line
     cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
-    counts: Counter[str] = field(default_factory=Counter)  # for the manager's stats
+    counts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # stats
 
     @property
     def now_ms(self) -> int:
@@ -107,6 +108,13 @@ class Context:
     def new_sid(self) -> SessionId:
         node = self.choose_node() or (self.nodes.primary_ids or self.nodes.ids)[0]
         return SessionId.new(node if self.nodes.has_ids else None, self.route)
+
+    def access_resolution_ms(self, max_inactive: int) -> int:
+        """How stale a stored access time may get before an unchanged request rewrites it:
+        `access_time_resolution`, by default 1% of the idle timeout and at most 60 s."""
+        if self.access_resolution is not None:
+            return int(self.access_resolution * 1000)
+        return 0 if max_inactive <= 0 else min(60_000, max_inactive * 10)
 
     def record_ttl(self, max_inactive: int) -> int:
         # rewritten once half the idle timeout has passed, so 1.5x covers the worst case
@@ -348,6 +356,8 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         and ctx.up(primary)
         and not _needs_rewrite(ctx, record, primary)
     ):
+        if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
+            return Saved("unchanged")  # the stored access time is recent enough: no write
         yield from _write_validity(ctx, sid, primary, validity, max_inactive, None)
         return Saved("unchanged")
     created = _ms(session.created)

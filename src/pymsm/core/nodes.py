@@ -218,13 +218,12 @@ class Health:
         state = self._state(node_id)
         state.failures += 1
         state.probing = False
+        state.changed_at = now  # writes may have been lost: sessions written before refill
         if state.dead_until or state.failures >= self.max_failures:
-            if not state.dead_until:
-                state.changed_at = now
             state.dead_until = now + self.dead_timeout
 
     def changed_at(self, node_id: str) -> float:
-        """When the node last went dead or came back (0 if never seen failing)."""
+        """When the node last failed or came back (0 if never seen failing)."""
         state = self._states.get(node_id)
         return state.changed_at if state else 0.0
 
