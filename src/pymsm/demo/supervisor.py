@@ -214,7 +214,9 @@ class Demo:
             )
             self.nginx.start()
             return
-        health = HealthCheck(HEALTH_PATH, cfg.health_interval, 1.0, cfg.fail_timeout)
+        # a dead app is seen at once (connection refused); the check's timeout only catches a
+        # hung one, and 1 s marked live apps down on a loaded 2-CPU machine
+        health = HealthCheck(HEALTH_PATH, cfg.health_interval, 5.0, cfg.fail_timeout)
         config = BalancerConfig(
             backends,
             host=HOST,
