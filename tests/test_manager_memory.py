@@ -56,7 +56,7 @@ def test_a_new_session_is_stored_only_when_written(clock: Clock) -> None:
     assert all(not s.items for s in stores.values())
 
 
-def test_record_validity_and_backup_land_where_the_id_says(clock: Clock) -> None:
+def test_record_and_backup_land_where_the_id_says(clock: Clock) -> None:
     manager, stores = cluster(clock)
     session = manager.open(None)
     session["user"] = "ann"
@@ -65,8 +65,9 @@ def test_record_validity_and_backup_land_where_the_id_says(clock: Clock) -> None
     assert cookie is not None and cookie.startswith(f"MSMSESSIONID={session.id};")
     primary, backup = session.sid.node, ({"n1", "n2"} - {session.sid.node}).pop()
     keys = Keys.of("", session.sid)
-    assert set(stores[primary].items) == {keys.record, keys.validity}
-    assert set(stores[backup].items) == {keys.backup, keys.backup_validity}
+    # a changed request writes the record only: its write time is the access time
+    assert set(stores[primary].items) == {keys.record}
+    assert set(stores[backup].items) == {keys.backup}
     assert stores[primary].items[keys.record][0] == stores[backup].items[keys.backup][0]
 
 
@@ -311,3 +312,23 @@ def test_access_time_resolution_zero_writes_every_request(clock: Clock) -> None:
     clock.now += 0.5
     manager.save(manager.load(sid))
     assert sum(s.calls.get("set", 0) for s in stores.values()) == 2
+
+
+def test_a_changed_request_writes_no_validity_its_record_carries_the_access_time(
+    clock: Clock,
+) -> None:
+    manager, stores = cluster(clock)
+    sid = stored_session(manager, n=0)
+    clock.now += 100  # past the access time resolution: the next unchanged request writes it
+    manager.save(manager.load(sid))
+    for step in range(1, 4):
+        clock.now += 500  # each step within the idle timeout (600 s) of the previous write
+        session = manager.load(sid)
+        assert session.load_status == "found" and session["n"] == step - 1
+        session["n"] = step
+        assert manager.save(session).status == "stored"
+    validity_key = Keys.of("", manager.parse_id(sid)).validity  # type: ignore[arg-type]
+    assert not any(validity_key in s.items for s in stores.values())  # long outlived by the record
+    assert manager.load(sid).last_accessed == pytest.approx(clock.now, abs=0.01)
+    clock.now += 601
+    assert manager.load(sid).load_status == "expired"

@@ -40,6 +40,7 @@ def test_balancer_runs_as_a_subprocess_from_command(nodes) -> None:
         (["balancer", "--backend", "127.0.0.1:1", "--listen", "8080"], "--listen address"),
         (["balancer", "--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"], "unique"),
         (["balancer", "--backend", "127.0.0.1:1", "--health-path", "healthz"], "start with '/'"),
+        (["balancer", "--backend", "127.0.0.1:1", "--workers", "0"], "--workers must be >= 1"),
         (["nginx-config"], "--backend NAME=HOST:PORT"),
         (["nginx-config", "--backend", "127.0.0.1:1", "--strategy", "x"], "--strategy"),
         (["nginx-config", "--backend", "127.0.0.1:1", "--workers", "many"], "--workers"),
@@ -69,3 +70,11 @@ def test_command_round_trips_the_config() -> None:
     argv = command(config)
     assert argv[1:4] == ["-m", "pymsm", "balancer"]
     assert config_from_args(build_parser().parse_args(argv[3:])) == config
+
+
+def test_command_passes_workers() -> None:
+    config = BalancerConfig(parse_backends(["app1=127.0.0.1:1"]), port=9, workers=3)
+    argv = command(config)
+    assert argv[argv.index("--workers") + 1] == "3"
+    assert config_from_args(build_parser().parse_args(argv[3:])) == config
+    assert "--workers" not in command(BalancerConfig(config.backends, port=9))

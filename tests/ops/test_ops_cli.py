@@ -25,13 +25,16 @@ def nodes_setting(servers: list[ServerProcess]) -> str:
 
 
 def write_sessions(nodes: str, count: int) -> list[str]:
-    manager = SessionManager(memcached_nodes=nodes)
+    # every request writes the access time, so each session has all four keys: record,
+    # validity, and their backup copies (a changed request alone writes only the records)
+    manager = SessionManager(memcached_nodes=nodes, access_time_resolution=0)
     ids = []
     for i in range(count):
         session = manager.load(None)
         session["user"] = f"user{i}"
         session["cart"] = [i, i + 1]
         assert manager.save(session).status == "stored"
+        assert manager.save(manager.load(session.id)).status == "unchanged"
         ids.append(session.id)
     manager.close()
     return ids

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
@@ -45,7 +47,20 @@ def static(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"count": request.session.get("count")})
 
 
+SLOW = threading.Event()
+ENTERED = threading.Event()
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    """Holds the session (and its lock, in locking modes) until SLOW is set."""
+    request.session["slow"] = True
+    ENTERED.set()
+    SLOW.wait(5)
+    return HttpResponse("slow")
+
+
 urlpatterns = [
+    path("slow", slow),
     path("count", count),
     path("read", read),
     path("login", login),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -31,8 +32,9 @@ from django.utils.http import http_date
 from pymsm.config import prefixed_settings
 from pymsm.core.flows import Saved
 from pymsm.core.ids import SessionId
+from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
-from pymsm.exceptions import InvalidSessionId
+from pymsm.exceptions import InvalidSessionId, LockTimeout
 from pymsm.manager import SessionManager
 
 __all__ = ["SessionMiddleware", "SessionStore", "manager"]
@@ -71,6 +73,8 @@ class SessionStore(SessionBase):
         super().__init__(session_key)
         self.pymsm: Session | None = None
         self.ignored = False  # set by the middleware for request_uri_ignore_pattern paths
+        # set by the middleware: method, path and the view's declared access, for locking
+        self.request: tuple[str, str, Callable[[], str | None]] | None = None
         self.saved = False  # stored during this request
 
     def _validate_session_key(self, key: str | None) -> bool:
@@ -158,7 +162,11 @@ class SessionStore(SessionBase):
     def load(self) -> dict[str, Any]:
         if self.ignored:
             return {}
-        return self._adopt(manager().load(self.session_key))
+        if self.request is None:
+            return self._adopt(manager().load(self.session_key))
+        session = manager().open(self.session_key, *self.request)  # may take the lock
+        session._ensure()
+        return self._adopt(session)
 
     def exists(self, session_key: str | None) -> bool:
         if not self._validate_session_key(session_key):
@@ -227,10 +235,37 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)
         session = request.session
-        if isinstance(session, SessionStore) and manager().ignores(request.path_info):
+        if not isinstance(session, SessionStore):
+            return
+        if manager().ignores(request.path_info):
             session.ignored = True
 
+        def access() -> str | None:  # asked when the session loads, usually inside the view
+            declared = request.META.get(ACCESS_KEY)
+            view = getattr(request, "_pymsm_view", None)
+            return declared if isinstance(declared, str) else declared_access(view)
+
+        session.request = (request.method or "GET", request.path_info, access)
+
+    def process_view(self, request: HttpRequest, view: Any, *args: Any) -> None:
+        request._pymsm_view = view  # type: ignore[attr-defined]  # for @pymsm.readonly
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, LockTimeout):
+            return None
+        response = HttpResponse(f"session busy, retry later: {exception}\n", status=503)
+        response["Retry-After"] = str(manager().retry_after)
+        return response
+
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        try:
+            return self._respond(request, response)
+        finally:
+            store = getattr(request, "session", None)
+            if isinstance(store, SessionStore) and store.pymsm is not None:
+                manager().release(store.pymsm)  # the lock, if the locking mode took one
+
+    def _respond(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response = super().process_response(request, response)
         store = getattr(request, "session", None)
         if not isinstance(store, SessionStore) or store.ignored or store.pymsm is None:

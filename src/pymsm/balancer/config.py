@@ -75,6 +75,7 @@ class BalancerConfig:
     name: str = "pymsm-balancer"
     status_path: str | None = None
     access_log: bool = True
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); `run` only, see shared.py
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     health: HealthCheck = field(default_factory=HealthCheck)
@@ -89,6 +90,8 @@ class BalancerConfig:
             raise ConfigError(
                 f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}"
             )
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         for path in (self.health.path, self.status_path):
             if path is not None and not path.startswith("/"):
                 raise ConfigError(f"path {path!r} must start with '/', e.g. /healthz")

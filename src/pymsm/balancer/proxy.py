@@ -88,6 +88,7 @@ class ClientConnection:
             h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_size
         )
         self.body_size = 0
+        self._out: list[bytes] = []  # bytes queued for the client, sent by `flush()`
 
     async def run(self) -> None:
         try:
@@ -243,15 +244,18 @@ class ClientConnection:
         return await self._stream_body(upstream, choice, event.status_code)
 
     async def _stream_body(self, upstream: Upstream, choice: Choice, status: int) -> int:
+        """The head is queued; body events are queued too and sent whenever the backend has to be
+        waited for, so a response that arrived whole leaves in one write (one syscall and one
+        packet rather than one per event; the client is woken once)."""
         read_timeout = self.config.timeouts.read
         while True:
             try:
-                event = await upstream.next_event(read_timeout)
+                event = await upstream.next_event(read_timeout, before_read=self.flush)
             except BackendError as exc:  # the head is out: all we can do is cut the client off
                 log.warning("backend %s broke off a response: %s", choice.backend.name, exc)
                 raise Abort from exc
             if isinstance(event, h11.Data):
-                await self.send(event)
+                await self.send(event, drain=False)
             elif isinstance(event, h11.EndOfMessage):
                 await self.send(h11.EndOfMessage())
                 return status
@@ -310,14 +314,24 @@ class ClientConnection:
             self.h11.receive_data(data)
 
     async def send(self, event: h11.Event, drain: bool = True) -> None:
+        """Queue an event's bytes; with `drain`, send everything queued and wait for room."""
         data = self.h11.send(event)
         if data:
-            self.writer.write(data)
+            self._out.append(data)
         if drain:
-            try:
-                await self.writer.drain()
-            except OSError as exc:
-                raise Abort from exc
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is queued as one chunk and wait until the transport has room (this is
+        the back-pressure that bounds memory per connection)."""
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self.writer.write(data)
+        try:
+            await self.writer.drain()
+        except OSError as exc:
+            raise Abort from exc
 
     async def respond(
         self, status: int, detail: str, headers: Headers | None = None, close: bool = False

@@ -1,19 +1,30 @@
-"""Ways to run a balancer: blocking (`run`), in a background thread (`BalancerThread`), or as a
-subprocess (`command` gives the argv of `msm balancer` for a config)."""
+"""Ways to run a balancer: blocking (`run`, several worker processes when `config.workers` > 1),
+in a background thread (`BalancerThread`), or as a subprocess (`command` gives the argv of
+`msm balancer` for a config)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
+import logging
+import os
 import signal
+import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from pymsm.balancer.config import BalancerConfig
 from pymsm.balancer.server import Balancer
+from pymsm.balancer.shared import Board
+from pymsm.exceptions import ConfigError
+
+log = logging.getLogger("pymsm.balancer")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -28,14 +39,97 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(config: BalancerConfig) -> None:
-    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM (a clean stop, then return)."""
+    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM (a clean stop, then return).
+
+    With `config.workers` > 1 this process forks that many workers, each with its own event
+    loop and its own socket on the same port (SO_REUSEPORT: the kernel spreads connections),
+    sharing health and counters through a `Board`; it restarts a worker that dies and stops
+    them all on SIGTERM or Ctrl-C.
+    """
+    if config.workers == 1:
+        _serve(Balancer(config))
+    else:
+        _supervise(config)
+
+
+def _serve(balancer: Balancer) -> None:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve_until_terminated(Balancer(config)))
+        loop.run_until_complete(_serve_until_terminated(balancer))
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _supervise(config: BalancerConfig) -> None:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as reserved:
+        # bound, never listening: fails early if the address is taken, resolves port 0, and
+        # keeps the port ours while workers come and go
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((config.host, config.port))
+        config = dataclasses.replace(config, port=reserved.getsockname()[1])
+        board = Board(len(config.backends), config.workers)
+        children = {_fork(config, board, index): index for index in range(config.workers)}
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            _reap(children, config, board, lambda: stopping)
+        finally:
+            stop(signal.SIGTERM, None)
+            for pid in list(children):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _reap(
+    children: dict[int, int], config: BalancerConfig, board: Board, stopping: Callable[[], bool]
+) -> None:
+    """Wait for workers; replace one that died unless we are stopping. A worker that exits by
+    itself within a second of starting (it could not listen, say) would fail again: then stop
+    with an error instead of looping."""
+    started = dict.fromkeys(children, time.monotonic())
+    while children:
+        pid, status = os.wait()
+        index = children.pop(pid, None)
+        if index is None or stopping():
+            continue
+        board.clear(index)
+        if not os.WIFSIGNALED(status) and time.monotonic() - started[pid] < 1.0:
+            raise RuntimeError(f"balancer worker {index} exited at start (status {status})")
+        log.warning(
+            "balancer worker %d (pid %d) exited (status %d); restarting", index, pid, status
+        )
+        new = _fork(config, board, index)
+        children[new] = index
+        started[new] = time.monotonic()
+
+
+def _fork(config: BalancerConfig, board: Board, index: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:  # the child: its own loop, never returns into the parent's code
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _serve(Balancer(config, board, index))
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        log.exception("balancer worker %d failed", index)
+        code = 1
+    finally:
+        os._exit(code)
 
 
 async def _serve_until_terminated(balancer: Balancer) -> None:
@@ -56,6 +150,11 @@ class BalancerThread:
     """
 
     def __init__(self, config: BalancerConfig) -> None:
+        if config.workers != 1:
+            raise ConfigError(
+                f"BalancerThread runs one balancer, not workers={config.workers}: "
+                "use run(config) or a subprocess with command(config) for several workers"
+            )
         self.balancer = Balancer(config)
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name="pymsm-balancer", daemon=True)
@@ -143,6 +242,7 @@ def command(config: BalancerConfig, python: str = sys.executable) -> list[str]:
         "--max-connections": lim.max_connections,
         "--pool-size": lim.pool_size,
         "--name": config.name,
+        "--workers": config.workers if config.workers != 1 else None,
     }
     for flag, value in options.items():
         if value is not None:

@@ -1,7 +1,9 @@
 """The balancer: listening socket, backends and their pools, health checks, state and control.
 
 Everything runs on one asyncio event loop; `state()`, `mark_down()` and `mark_up()` may be
-called from another thread (they read or set plain attributes, no I/O).
+called from another thread (they read or set plain attributes, no I/O). With a shared `Board`
+(one `Balancer` per worker process, see `runner.run` and shared.py) health is shared by all
+workers and `state()` sums every worker's counters.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -16,6 +20,7 @@ from pymsm.balancer.backends import Backend
 from pymsm.balancer.config import BalancerConfig
 from pymsm.balancer.health import check_forever
 from pymsm.balancer.proxy import ClientConnection
+from pymsm.balancer.shared import CLASSES, PUBLISH_INTERVAL, Board, SharedBackend
 from pymsm.balancer.strategies import make_strategy
 from pymsm.balancer.upstream import Pool, read_within
 
@@ -30,9 +35,15 @@ class Balancer:
     `pymsm.balancer.run` and `BalancerThread`.
     """
 
-    def __init__(self, config: BalancerConfig) -> None:
+    def __init__(self, config: BalancerConfig, board: Board | None = None, worker: int = 0) -> None:
         self.config = config
-        self.backends = [Backend(spec) for spec in config.backends]
+        self.board = board
+        self.worker = worker
+        self.backends: list[Backend] = (
+            [Backend(spec) for spec in config.backends]
+            if board is None
+            else [SharedBackend(spec, board, i) for i, spec in enumerate(config.backends)]
+        )
         self.strategy = make_strategy(config.strategy, config.route_cookie, config.session_cookie)
         self.pools = {
             spec.name: Pool(spec, config.limits.pool_size, config.timeouts.connect)
@@ -45,16 +56,24 @@ class Balancer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._health: asyncio.Task[None] | None = None
+        self._publish: asyncio.Task[None] | None = None
         self._started = 0.0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, backlog=1024
+            self._accept,
+            self.config.host,
+            self.config.port,
+            backlog=1024,
+            reuse_port=self.board is not None or None,  # workers: the kernel spreads connections
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
-        if self.config.health.path is not None:
+        if self.config.health.path is not None and self.worker == 0:
+            # with workers, one of them checks for all: the health cells are shared
             self._health = asyncio.create_task(check_forever(self))
+        if self.board is not None:
+            self._publish = asyncio.create_task(self._publish_forever(self.board))
         names = ", ".join(f"{b.name}={b.spec.address}" for b in self.backends)
         log.info(
             "balancer listening on %s:%d, strategy %s, backends %s",
@@ -76,15 +95,26 @@ class Balancer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._health is not None:
-            self._health.cancel()
-        for task in list(self._tasks):
+        background = [task for task in (self._health, self._publish) if task is not None]
+        for task in [*background, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *filter(None, [self._health]), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *background, return_exceptions=True)
         for pool in self.pools.values():
             pool.close()
         self._server = None
-        self._health = None
+        self._health = self._publish = None
+
+    async def _publish_forever(self, board: Board) -> None:
+        """Publish counters; stop (SIGTERM to ourselves) when the parent died, so a killed
+        supervisor leaves no workers holding the port."""
+        pid, parent = os.getpid(), os.getppid()
+        while True:
+            board.publish(self.worker, pid, self)
+            if os.getppid() != parent:
+                log.warning("balancer worker %d: parent %d exited; stopping", self.worker, parent)
+                os.kill(pid, signal.SIGTERM)
+                return
+            await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.config.limits.max_connections:
@@ -145,7 +175,14 @@ class Balancer:
         self.set_admin(name, down=False)
 
     def state(self) -> dict[str, Any]:
-        """A JSON-ready snapshot: listener, strategy, totals and one entry per backend."""
+        """A JSON-ready snapshot: listener, strategy, totals and one entry per backend (summed
+        over all workers when there are several, plus a `workers` list)."""
+        state = self._local_state()
+        if self.board is not None:
+            add_workers(state, self.board, self.worker, self)
+        return state
+
+    def _local_state(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
             "name": self.config.name,
@@ -160,3 +197,29 @@ class Balancer:
                 {**b.state(now), "idle_connections": self.pools[b.name].idle} for b in self.backends
             ],
         }
+
+
+def add_workers(state: dict[str, Any], board: Board, me: int, balancer: Balancer) -> None:
+    """Replace this process's counters in `state` by the sums over every worker's slot."""
+    board.publish(me, os.getpid(), balancer)
+    totals = {"connections": 0, "requests": 0, "rejected": 0}
+    workers = []
+    for backend in state["backends"]:
+        backend.update(active=0, requests=0, failures=0, responses={})
+    for worker in range(board.workers):
+        (pid, connections, requests, rejected), counts = board.worker(worker)
+        if pid == 0:
+            continue  # not started yet, or restarting
+        workers.append({"pid": pid, "connections": connections, "requests": requests})
+        for key, value in zip(totals, (connections, requests, rejected), strict=True):
+            totals[key] += value
+        for backend, (active, sent, failures, *responses) in zip(
+            state["backends"], counts, strict=True
+        ):
+            backend["active"] += active
+            backend["requests"] += sent
+            backend["failures"] += failures
+            for key, count in zip(CLASSES, responses, strict=True):
+                if count:
+                    backend["responses"][key] = backend["responses"].get(key, 0) + count
+    state.update(totals, workers=workers)

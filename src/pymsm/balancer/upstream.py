@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import h11
 
@@ -64,7 +65,11 @@ class Upstream:
         except OSError as exc:
             raise BackendFailed(f"write failed: {exc!r}") from exc
 
-    async def next_event(self, timeout: float) -> h11.Event:
+    async def next_event(
+        self, timeout: float, before_read: Callable[[], Awaitable[None]] | None = None
+    ) -> h11.Event:
+        """The next response event; `before_read` is awaited each time the backend has to be
+        waited for (the proxy sends what it queued for the client then)."""
         while True:
             try:
                 event = self.h11.next_event()
@@ -74,6 +79,8 @@ class Upstream:
                 return event
             if event is h11.PAUSED:  # never: we stop reading at the end of the response
                 raise BackendFailed("data after the response")
+            if before_read is not None:
+                await before_read()
             try:
                 data = await read_within(self.reader, timeout)
             except TimeoutError as exc:
@@ -118,10 +125,10 @@ class Pool:
 
     async def connect(self) -> Upstream:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.spec.host, self.spec.port, limit=READ_SIZE),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):  # cheaper than wait_for's task
+                reader, writer = await asyncio.open_connection(
+                    self.spec.host, self.spec.port, limit=READ_SIZE
+                )
         except TimeoutError as exc:
             raise ConnectFailed(f"connect timed out after {self.connect_timeout:g}s") from exc
         except OSError as exc:

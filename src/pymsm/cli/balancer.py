@@ -74,6 +74,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--pool-size", type=int, default=32, help="idle connections per backend")
     parser.add_argument("--name", default="pymsm-balancer", help="value of the X-Proxy header")
     parser.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port with SO_REUSEPORT (health shared, counters summed)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         raise ConfigError("no backend: add --backend NAME=HOST:PORT (repeat for each app node)")
     if args.strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {args.strategy!r} is unknown: use one of {STRATEGIES}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     for flag in ("health_interval", "health_timeout", "connect_timeout", "read_timeout"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be > 0 seconds")
@@ -97,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         name=args.name,
         status_path=args.status_path,
         access_log=not args.no_access_log,
+        workers=args.workers,
         timeouts=Timeouts(
             args.connect_timeout, args.read_timeout, args.idle_timeout, args.client_timeout
         ),

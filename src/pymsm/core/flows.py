@@ -8,6 +8,7 @@ write, what a failure means. They never retry endlessly: backup lookups are boun
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from collections import defaultdict
@@ -247,13 +248,16 @@ def _needs_signature(ctx: Context, raw: bytes) -> bool:
 
 
 def _validity(raw: bytes | None, record: Record) -> Validity:
+    """The access times: from the validity record, or from the record when it was written later
+    (a request that changed the session writes only the record; its write time is its access)."""
+    validity = None
     if raw is not None:
-        try:
-            return Validity.decode(raw)
-        except RecordError:
-            pass
-    # no (readable) validity: judge by when the record was written, the older time
-    return Validity(record.max_inactive, record.written, record.written)
+        with contextlib.suppress(RecordError):
+            validity = Validity.decode(raw)
+    if validity is not None and validity.this_accessed > record.written:
+        return validity
+    previous = validity.this_accessed if validity is not None else record.written
+    return Validity(record.max_inactive, previous, record.written)
 
 
 def _refill(ctx: Context, sid: SessionId, primary: str, raw: bytes, loaded: Loaded) -> Flow[None]:
@@ -274,7 +278,7 @@ def _rehome(ctx: Context, sid: SessionId, node: str, loaded: Loaded) -> Flow[Loa
     new_sid = sid.with_node(node)
     rec = loaded.record
     raw = ctx.format.encode(rec.codec_id, rec.created, ctx.now_ms, rec.max_inactive, rec.payload)
-    stored = yield from _write_copies(ctx, new_sid, node, raw, loaded.validity, rec.max_inactive)
+    stored = yield from _write_copies(ctx, new_sid, node, raw, rec.max_inactive)
     if not stored:
         # cannot write the new home: serve what we read, keep the old id (nothing is lost)
         return loaded
@@ -286,35 +290,36 @@ def _rehome(ctx: Context, sid: SessionId, node: str, loaded: Loaded) -> Flow[Loa
 
 
 def _write_copies(
-    ctx: Context, sid: SessionId, node: str, raw: bytes, validity: Validity, max_inactive: int
+    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
 ) -> Flow[bool]:
-    """Record (waiting for the answer) and validity on `node`, both copies on its backup node."""
-    keys = ctx.keys(sid)
-    result = yield Set(node, keys.record, raw, ctx.record_ttl(max_inactive))
+    """The record on `node` (waiting for the answer), then its copy on the backup node."""
+    result = yield Set(node, ctx.keys(sid).record, raw, ctx.record_ttl(max_inactive))
     if _failed(result):
         return False
-    yield from _write_validity(ctx, sid, node, validity, max_inactive, raw)
+    yield from _write_backup(ctx, sid, node, raw, max_inactive)
     return True
 
 
-def _write_validity(
-    ctx: Context,
-    sid: SessionId,
-    node: str,
-    validity: Validity,
-    max_inactive: int,
-    backup_record: bytes | None,
+def _write_backup(
+    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
 ) -> Flow[None]:
+    backup = ctx.backup_of(node)
+    if backup is not None:
+        ttl = ctx.record_ttl(max_inactive)
+        yield Set(backup, ctx.keys(sid).backup, raw, ttl, noreply=True)
+
+
+def _write_validity(
+    ctx: Context, sid: SessionId, node: str, validity: Validity, max_inactive: int
+) -> Flow[None]:
+    """The access times, on `node` and the backup node (an unchanged request's only write)."""
     keys = ctx.keys(sid)
     vttl = ctx.validity_ttl(max_inactive)
     encoded = validity.encode()
     yield Set(node, keys.validity, encoded, vttl, noreply=True)
     backup = ctx.backup_of(node)
-    if backup is None:
-        return
-    if backup_record is not None:
-        yield Set(backup, keys.backup, backup_record, ctx.record_ttl(max_inactive), noreply=True)
-    yield Set(backup, keys.backup_validity, encoded, vttl, noreply=True)
+    if backup is not None:
+        yield Set(backup, keys.backup_validity, encoded, vttl, noreply=True)
 
 
 # -- save -------------------------------------------------------------------------------------
@@ -358,7 +363,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     ):
         if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
             return Saved("unchanged")  # the stored access time is recent enough: no write
-        yield from _write_validity(ctx, sid, primary, validity, max_inactive, None)
+        yield from _write_validity(ctx, sid, primary, validity, max_inactive)
         return Saved("unchanged")
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
@@ -367,7 +372,9 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         return saved
     if saved.merged is not None:
         raw, payload = saved.merged, ctx.format.decode(saved.merged).payload
-    yield from _write_validity(ctx, session.sid, node, validity, max_inactive, raw)
+    yield from _write_backup(
+        ctx, session.sid, node, raw, max_inactive
+    )  # no validity: see _validity
     session.record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
     session.is_new = False
     session.mark_saved()
@@ -387,10 +394,15 @@ def _payload(ctx: Context, session: Session) -> tuple[bytes, bool]:
 
 
 def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
+    """Half its idle time passed since the record was written (extend its lifetime), or a node
+    that holds or should hold its backup failed or came back since (refill the backup)."""
     if record.max_inactive > 0 and ctx.now_ms - record.written >= record.max_inactive * 500:
         return True
-    backup = ctx.backup_of(primary)
-    return backup is not None and ctx.health.changed_at(backup) * 1000 > record.written
+    if not ctx.nodes.has_ids:
+        return False
+    written = record.written / 1000
+    changed_at = ctx.health.changed_at
+    return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
 
 
 def _store(
