@@ -75,6 +75,7 @@ def test_demo_cli_second_demo_on_a_busy_port_says_so(running) -> None:
     assert second.returncode == 1
     assert f"port {port} is in use: a demo seems to run there already" in second.stderr
     assert f"msm demo --port {port + 1}" in second.stderr
+    assert state_file(port).exists()  # the refused demo left the running one's file alone
     nobody = msm("demo", "ctl", "--port", str(free_port()), "status")
     assert nobody.returncode == 1 and "no demo runs with its balancer on port" in nobody.stderr
 

@@ -64,9 +64,9 @@ class Demo:
 
     def start(self) -> Demo:
         """Start everything; on any failure stop what was started and raise DemoError."""
-        if port_in_use(self.port):
-            raise DemoError(busy_message(self.port))
         try:
+            if port_in_use(self.port):
+                raise DemoError(busy_message(self.port))
             self.control.start()
             self.apps = [self._app(name) for name in self.config.app_names]
             for group in (self.stores, self.apps):  # apps connect to stores lazily, but
