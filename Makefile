@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python examples/run_wsgi_counter.py
+	$(BIN)/msm demo
 
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" scripts/check

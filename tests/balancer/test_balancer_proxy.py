@@ -149,3 +149,15 @@ def test_status_path_serves_state_and_controls_backends(balancer) -> None:
     assert "app1" not in {client.backend() for _ in range(4)}
     response, _ = client.request("POST", "/_lb/nosuch/down")
     assert response.status == 404
+
+
+def test_client_connection_close_gets_the_response_then_the_close(balancer) -> None:
+    # h11 puts such a client in MUST_CLOSE, not DONE, after its request (urllib does this)
+    lb = balancer()
+    answer = raw_exchange(lb.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    body = b"x" * 10
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n"
+    assert raw_exchange(lb.port, request + body, 3).startswith(b"HTTP/1.1 200 ")
+    http10 = raw_exchange(lb.port, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", 3)
+    assert http10.startswith(b"HTTP/1.1 200 ")

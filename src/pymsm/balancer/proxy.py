@@ -210,7 +210,7 @@ class ClientConnection:
             return status, backend.name
 
     def _can_retry(self, request: h11.Request, upstream: Upstream) -> bool:
-        if self.body_size or self.h11.their_state not in (h11.DONE, h11.SEND_BODY):
+        if self.body_size or self.h11.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.SEND_BODY):
             return False  # a consumed body cannot be replayed
         closed_unanswered = upstream.reused and upstream.h11.their_state is h11.SEND_RESPONSE
         return request.method in IDEMPOTENT or closed_unanswered
@@ -219,7 +219,9 @@ class ClientConnection:
         """Send the request (streaming its body), then stream the response back."""
         headers = self._forward_headers(request, choice.backend.spec.address)
         upstream.write(h11.Request(method=request.method, target=request.target, headers=headers))
-        while self.h11.their_state is not h11.DONE:
+        # until the request's EndOfMessage: their state is then DONE, or MUST_CLOSE when the
+        # client sent `Connection: close` (urllib, curl -H, HTTP/1.0)
+        while self.h11.their_state is h11.SEND_BODY:
             event = await self.next_event()
             if isinstance(event, h11.Data):
                 self.body_size += len(event.data)

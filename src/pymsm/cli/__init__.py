@@ -24,6 +24,7 @@ COMMANDS: list[str] = [
     "memcached",
     "balancer",
     "nginx-config",
+    "demo",
 ]
 
 
