@@ -12,6 +12,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from pymsm.demo import Demo, DemoConfig
 
@@ -57,6 +58,16 @@ def text(driver: webdriver.Chrome, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
 
+def message_after_click(driver: webdriver.Chrome, button_id: str) -> str:
+    """Click a form button and wait for the page its redirect lands on (a loaded machine may
+    take a moment; click() returns before the navigation)."""
+    driver.find_element(By.ID, button_id).click()
+    found = WebDriverWait(driver, 20).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#message") or False
+    )
+    return str(found[0].text)
+
+
 def test_demo_page_in_chromium_and_its_kill_button(
     browser: webdriver.Chrome, demo: Demo, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -71,8 +82,7 @@ def test_demo_page_in_chromium_and_its_kill_button(
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
     home = text(browser, "#session-id .node")
-    browser.find_element(By.ID, f"kill-memcached-{home}").click()
-    assert f"killed memcached {home}" in text(browser, "#message")
+    assert f"killed memcached {home}" in message_after_click(browser, f"kill-memcached-{home}")
     row = browser.find_element(By.CSS_SELECTOR, f'#cluster tr[data-node="{home}"]')
     assert row.get_attribute("data-up") == "false" and "killed" in row.text
     assert [n["up"] for n in demo.state()["memcached"] if n["name"] == home] == [False]
@@ -80,5 +90,4 @@ def test_demo_page_in_chromium_and_its_kill_button(
     assert text(browser, "#count") == "4"  # the redirect's page was visit 3
     assert text(browser, "#session-id .base") == sid.split("-")[0]
     assert text(browser, "#session-id .node") != home
-    browser.find_element(By.ID, f"start-memcached-{home}").click()
-    assert f"started memcached {home}" in text(browser, "#message")
+    assert f"started memcached {home}" in message_after_click(browser, f"start-memcached-{home}")
