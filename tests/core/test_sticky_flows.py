@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from pymsm import SessionManager
-from pymsm.core import sticky
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 
@@ -98,13 +97,26 @@ def test_unchanged_request_reads_only_the_validity_and_writes_no_record(
     clock.now += 5
     session, again = request(app1, cookie, lambda s: s["user"])
     assert again == cookie and session.load_status == "local"
+    assert calls(stores) == {"get_many": 1}  # validity read; its stamp is fresh enough
+    clock.now += 10  # past the access time resolution (1% of 600 s)
+    request(app1, cookie, lambda s: s["user"])
     assert calls(stores) == {"get_many": 1, "set": 1}  # validity read, validity write
 
 
-def test_validity_refresh_skips_fresh_validity_writes(
-    stores: dict[str, MemoryStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+def test_access_time_resolution_zero_writes_the_validity_every_request(
+    stores: dict[str, MemoryStore], clock: Clock
 ) -> None:
-    monkeypatch.setattr(sticky, "VALIDITY_REFRESH", 0.01)
+    app1 = app("app1", stores, clock, access_time_resolution=0)
+    _, cookie = request(app1, None, put("user", "ann"))
+    calls(stores)
+    clock.now += 1
+    request(app1, cookie, lambda s: s["user"])
+    assert calls(stores) == {"get_many": 1, "set": 1}
+
+
+def test_validity_refresh_skips_fresh_validity_writes(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
     app1 = app("app1", stores, clock)
     _, cookie = request(app1, None, put("user", "ann"))
     calls(stores)

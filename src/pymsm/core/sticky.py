@@ -34,7 +34,6 @@ from typing import Any
 from pymsm.exceptions import CodecError, ItemTooLarge, RecordError
 
 from .flows import (
-    TTL_SLACK,
     Context,
     Flow,
     Loaded,
@@ -54,12 +53,6 @@ from .session import Session
 # long expired; a sticky process tells it from a validity its node lost (restart), which must
 # not end the session it holds in memory.
 TOMBSTONE = Validity(1, 0, 0)
-
-# Unchanged requests rewrite the stored validity once it is this fraction of the idle timeout
-# old (see _validity_due). 0: every request writes it (exact idle time in the store, as in
-# non-sticky mode). 0.01 saves that noreply write but was not measurably faster (docs/sticky.md)
-# and lets another node judge a session idle up to 1% early, so it stays off.
-VALIDITY_REFRESH = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,12 +254,12 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
 
 def _validity_due(ctx: Context, stamp: int, max_inactive: int) -> bool:
     """Must an unchanged request rewrite the validity? Only once the stored one is older than
-    VALIDITY_REFRESH of the idle timeout (at most TTL_SLACK): the stored key then always
-    outlives the session, and another node judges it idle at most that much early."""
+    `access_time_resolution` (as in non-sticky mode; by default 1% of the idle timeout, at most
+    60 s): the stored key then always outlives the session, and another node judges it idle at
+    most that much early."""
     if max_inactive <= 0:
         return False  # never expires: the stored validity has no lifetime to extend
-    refresh = min(max_inactive * VALIDITY_REFRESH, TTL_SLACK)
-    return ctx.now_ms - stamp >= refresh * 1000
+    return ctx.now_ms - stamp >= ctx.access_resolution_ms(max_inactive)
 
 
 def _next(entry: Entry, session: Session, record: Record, stamp: int) -> Entry:
