@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
+from pymsm.exceptions import ItemTooLarge
+
 CasToken: TypeAlias = Any
 
 
@@ -54,3 +56,18 @@ def memcached_ttl(ttl: int, now: float) -> int:
     if ttl <= 0:
         return 0
     return int(now) + ttl if ttl > MEMCACHED_MAX_RELATIVE_TTL else ttl
+
+
+ITEM_OVERHEAD = 64  # bytes memcached counts besides key and value (item header, suffix)
+
+
+def check_item_size(node: str, key: str, value: bytes, limit: int) -> None:
+    """Raise ItemTooLarge before sending an item memcached would refuse (-I, default 1 MB):
+    a noreply write would otherwise fail silently."""
+    size = len(key) + len(value) + ITEM_OVERHEAD
+    if size > limit:
+        raise ItemTooLarge(
+            f"{node}: item {key[:60]!r} needs {size} bytes, over the item size limit "
+            f"of {limit} (memcached -I); store less in the session",
+            node,
+        )

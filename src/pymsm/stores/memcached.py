@@ -20,10 +20,9 @@ from pymemcache.exceptions import MemcacheError, MemcacheServerError, MemcacheUn
 from pymsm.core.nodes import Node
 from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
 
-from .base import memcached_ttl
+from .base import check_item_size, memcached_ttl
 
 T = TypeVar("T")
-ITEM_OVERHEAD = 64  # bytes memcached counts besides key and value (item header, suffix)
 
 
 class MemcachedStore:
@@ -88,13 +87,7 @@ class MemcachedStore:
             client.close()
 
     def _check_size(self, key: str, value: bytes) -> None:
-        size = len(key) + len(value) + ITEM_OVERHEAD
-        if size > self.item_size_limit:
-            raise ItemTooLarge(
-                f"{self.node.name}: item {key[:60]!r} needs {size} bytes, over the item size limit "
-                f"of {self.item_size_limit} (memcached -I); store less in the session",
-                self.node.name,
-            )
+        check_item_size(self.node.name, key, value, self.item_size_limit)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._mapped():

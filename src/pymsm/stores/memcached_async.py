@@ -24,8 +24,7 @@ from typing import TypeVar
 from pymsm.core.nodes import Node
 from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
 
-from .base import memcached_ttl
-from .memcached import ITEM_OVERHEAD
+from .base import check_item_size, memcached_ttl
 
 T = TypeVar("T")
 Reader = Callable[[asyncio.StreamReader], Awaitable[T]]
@@ -170,13 +169,7 @@ class AsyncMemcachedStore:
         self, verb: str, key: str, value: bytes, ttl: int, noreply: bool, *extra: str
     ) -> bytes | None:
         self._key(key)
-        size = len(key) + len(value) + ITEM_OVERHEAD
-        if size > self.item_size_limit:
-            raise ItemTooLarge(
-                f"{self.node.name}: item {key[:60]!r} needs {size} bytes, over the item size limit "
-                f"of {self.item_size_limit} (memcached -I); store less in the session",
-                self.node.name,
-            )
+        check_item_size(self.node.name, key, value, self.item_size_limit)
         exptime = str(memcached_ttl(ttl, self.clock()))
         head = _line(
             verb, key, "0", exptime, str(len(value)), *extra, *(["noreply"] if noreply else [])
