@@ -4,6 +4,7 @@ The memcached-session-manager model (session ids naming their cache node, a back
 next node, failover nodes, sticky and non-sticky modes) rebuilt for WSGI and ASGI apps.
 """
 
+from pymsm.async_manager import AsyncSessionManager
 from pymsm.config import Config
 from pymsm.core.ids import SessionId
 from pymsm.core.locking import readonly, writes
@@ -22,7 +23,7 @@ from pymsm.exceptions import (
     StoreTimeout,
     StoreUnavailable,
 )
-from pymsm.manager import AsyncSessionManager, SessionManager
+from pymsm.manager import SessionManager
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,6 @@ request decides lives in `pymsm.core.flows`; the two drivers only run its store 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -30,8 +29,8 @@ from pymsm.core.ops import Op, Sleep, call_args
 from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
 from pymsm.exceptions import ConfigError, InvalidSessionId, ItemTooLarge, LockTimeout, StoreError
-from pymsm.locks import AsyncLocalLocks, Guard, LocalLocks
-from pymsm.stores.base import AsyncStore, Store
+from pymsm.locks import Guard, LocalLocks
+from pymsm.stores.base import Store
 
 if TYPE_CHECKING:
     from pymsm.sticky import StickySessions
@@ -411,140 +410,6 @@ def execute(op: Op, stores: Mapping[str, Store], health: Health, clock: Callable
         return exc
     health.succeeded(op.node, clock())
     return result
-
-
-class AsyncSessionManager(_Base):
-    """The asyncio twin of SessionManager: the same flows, run by an async driver.
-
-    Loading cannot be lazy in async code: adapters `await load(cookie)` up front (unless the
-    path is ignored). `stores` maps node names to async stores (tests pass AsyncMemoryStore);
-    by default one asyncio memcached store per node. One instance serves one event loop at a
-    time; it reconnects when used from another loop.
-    """
-
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        stores: Mapping[str, AsyncStore] | None = None,
-        clock: Callable[[], float] = time.time,
-        **settings: Any,
-    ) -> None:
-        super().__init__(config, clock, settings)
-        self.stores: Mapping[str, AsyncStore] = (
-            stores if stores is not None else self._memcached_stores()
-        )
-        self.local_locks = AsyncLocalLocks()
-
-    def _memcached_stores(self) -> dict[str, AsyncStore]:
-        from pymsm.stores import make_async_stores
-
-        return make_async_stores(self.config)  # memcached, or Redis for a Redis URL
-
-    async def run(self, flow: Generator[Op, Any, T]) -> T:
-        """The async driver: the same loop as `drive`, awaiting each operation."""
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(await self._execute(op))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-
-    async def _execute(self, op: Op) -> Any:
-        if isinstance(op, Sleep):
-            await asyncio.sleep(op.seconds)
-            return self.clock()
-        method, args = call_args(op)
-        try:
-            result = await getattr(self.stores[op.node], method)(*args)
-        except StoreError as exc:
-            if not isinstance(exc, ItemTooLarge):
-                self.health.failed(op.node, self.clock())
-            return exc
-        self.health.succeeded(op.node, self.clock())
-        return result
-
-    async def load(
-        self, cookie: str | None, method: str = "GET", path: str = "/", declared: str | None = None
-    ) -> Session:
-        """The session for the id in `cookie`, loaded now; new if absent or invalid. With a
-        locking mode that covers the request it holds the lock: `await release(session)`."""
-        return await self.load_as(cookie, Session, method, path, declared)
-
-    async def load_as(
-        self,
-        cookie: str | None,
-        session_class: type[S],
-        method: str = "GET",
-        path: str = "/",
-        declared: str | None = None,
-    ) -> S:
-        session = session_class()
-        guard = session.lock = self.guard(method, path, declared)
-        ctx = self.context()
-        ctx.cas = guard.plan.cas
-        sid = self.parse_id(cookie)
-        if guard.plan.lock and sid is not None:
-            await self._lock(ctx, sid, guard)
-            ctx.now = self.clock()
-        loaded = await self.run(flows.load(ctx, sid)) if sid else flows.Loaded("new")
-        self._loaded(ctx, session, loaded)
-        return session
-
-    async def _lock(self, ctx: flows.Context, sid: SessionId, guard: Guard) -> None:
-        assert self.config.lock_wait_timeout is not None
-        if not await self.local_locks.acquire(sid.base, self.config.lock_wait_timeout):
-            self.lock_failed(sid, "timeout")
-            return
-        guard.local = sid.base
-        try:
-            status, guard.lock = await self.run(self.lock_flow(ctx, sid))
-            if guard.lock is None:
-                self.lock_failed(sid, status)
-        except BaseException:
-            await self.release_guard(guard)
-            raise
-
-    async def release(self, session: Session) -> None:
-        """The request is over: release its locks and let the `auto` learner observe it."""
-        guard = session.lock
-        if isinstance(guard, Guard):
-            self.observe(session, guard)
-            await self.release_guard(guard)
-
-    async def release_guard(self, guard: Guard) -> None:
-        lock, guard.lock = guard.lock, None
-        try:
-            if lock is not None and not await self.run(locking.release(lock)):
-                self.stats["lock_lost"] += 1
-                log.warning("lock %s had expired and was taken over", redact(lock.key))
-        finally:
-            local, guard.local = guard.local, None
-            if local is not None:
-                self.local_locks.release(local)
-
-    async def save(self, session: Session) -> flows.Saved:
-        """Write what the request changed. Never raises for store trouble: it logs and counts."""
-        if not session.loaded:
-            return flows.Saved("skipped")
-        ctx = self.context()
-        guard = session.lock
-        ctx.cas = guard.plan.cas if isinstance(guard, Guard) else ctx.cas
-        saved = await self.run(flows.save(ctx, session))
-        self.stats.update(ctx.counts)
-        self._note_save(session, saved)
-        return self._saved(ctx, session, saved)
-
-    async def delete(self, cookie: str | None) -> None:
-        """Delete every stored copy of the session in `cookie` (no-op for a malformed id)."""
-        sid = self.parse_id(cookie)
-        if sid is not None:
-            await self.run(flows.delete(self.context(), sid))
-
-    async def close(self) -> None:
-        for store in self.stores.values():
-            await store.close()
 
 
 def _decoders(codec: Codec, signed: bool) -> dict[int, Codec]:

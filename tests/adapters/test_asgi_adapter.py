@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from pymsm.adapters.asgi import SessionMiddleware
-from pymsm.manager import AsyncSessionManager, SessionManager
+from pymsm.async_manager import AsyncSessionManager
+from pymsm.manager import SessionManager
 from support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration

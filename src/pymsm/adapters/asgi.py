@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from pymsm.async_manager import AsyncSessionManager
 from pymsm.config import Config
 from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
 from pymsm.exceptions import LockTimeout
-from pymsm.manager import AsyncSessionManager
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -9,130 +9,37 @@ write, what a failure means. They never retry endlessly: backup lookups are boun
 from __future__ import annotations
 
 import contextlib
-import random
-import re
-from collections import defaultdict
-from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from pymsm.exceptions import CodecError, ItemTooLarge, RecordError, StoreError
+from pymsm.exceptions import RecordError
 
-from . import optimistic
-from .codecs import Codec
+from .context import TTL_SLACK, Context, Flow, Keys, T, _failed, _run
 from .ids import SessionId
-from .nodes import Health, NodeList
-from .ops import Add, Cas, Delete, Get, Gets, Op, Replace, Set
-from .records import Record, RecordFormat, Validity
+from .ops import Delete, Get, Gets, Set
+from .records import Record, Validity
 from .session import Session
+from .writes import (
+    Saved,
+    _write_copies,
+    delete,
+    save,
+)
 
-T = TypeVar("T")
-Flow = Generator[Op, Any, T]
-
-TTL_SLACK = 60  # s: store lifetimes outlast the idle timeout a little; expiry is judged by time
-_rng = random.SystemRandom()
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    record: str
-    validity: str
-    backup: str
-    backup_validity: str
-
-    @classmethod
-    def of(cls, prefix: str, sid: SessionId) -> Keys:
-        key = prefix + str(sid)
-        return cls(key, "validity:" + key, "bak:" + key, "bak:validity:" + key)
-
-    @property
-    def lock(self) -> str:
-        return "lock:" + self.record
-
-    @property
-    def tomb(self) -> str:
-        """Written on delete, on every node that held a copy: no load may bring the id back."""
-        return "tomb:" + self.record
-
-
-@dataclass(slots=True)
-class Context:
-    """What a flow needs to decide, for one request. `now` is seconds since the epoch."""
-
-    nodes: NodeList
-    health: Health
-    format: RecordFormat
-    codec: Codec
-    decoders: dict[int, Codec]
-    prefix: str
-    max_inactive: int
-    now: float
-    route: str | None = None
-    backup_lookups: int = 2
-    attribute_filter: re.Pattern[str] | None = None
-    access_resolution: float | None = None  # s; None: 1% of the idle timeout, at most 60 s
-    events: list[str] = field(default_factory=list)  # reasons worth a log line
-    cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
-    counts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # stats
-
-    @property
-    def now_ms(self) -> int:
-        return int(self.now * 1000)
-
-    def keys(self, sid: SessionId) -> Keys:
-        return Keys.of(self.prefix, sid)
-
-    def node_of(self, sid: SessionId) -> str | None:
-        if not self.nodes.has_ids:
-            return self.nodes.nodes[0].name
-        return sid.node if sid.node in self.nodes else None
-
-    def up(self, node: str) -> bool:
-        return self.health.is_up(node, self.now)
-
-    def backup_of(self, primary: str) -> str | None:
-        """The next node in the ring that is up, or None (one node, or no other is up)."""
-        if not self.nodes.has_ids:
-            return None
-        return next((n for n in self.nodes.after(primary) if self.up(n)), None)
-
-    def choose_node(self, exclude: frozenset[str] = frozenset()) -> str | None:
-        """A random live primary node; a failover node only when no primary is up."""
-        if not self.nodes.has_ids:
-            return self.nodes.nodes[0].name
-        for group in (self.nodes.primary_ids, sorted(self.nodes.failover)):
-            live = [n for n in group if n not in exclude and self.up(n)]
-            if live:
-                return _rng.choice(live)
-        return None
-
-    def new_sid(self) -> SessionId:
-        node = self.choose_node() or (self.nodes.primary_ids or self.nodes.ids)[0]
-        return SessionId.new(node if self.nodes.has_ids else None, self.route)
-
-    def access_resolution_ms(self, max_inactive: int) -> int:
-        """How stale a stored access time may get before an unchanged request rewrites it:
-        `access_time_resolution`, by default 1% of the idle timeout and at most 60 s."""
-        if self.access_resolution is not None:
-            return int(self.access_resolution * 1000)
-        return 0 if max_inactive <= 0 else min(60_000, max_inactive * 10)
-
-    def record_ttl(self, max_inactive: int) -> int:
-        # rewritten once half the idle timeout has passed, so 1.5x covers the worst case
-        return 0 if max_inactive <= 0 else max_inactive + max_inactive // 2 + TTL_SLACK
-
-    def validity_ttl(self, max_inactive: int) -> int:
-        return 0 if max_inactive <= 0 else max_inactive + TTL_SLACK
-
-
-def _run(op: Op) -> Flow[Any]:
-    """Yield one op; the result, or the StoreError it raised."""
-    result = yield op
-    return result
-
-
-def _failed(result: Any) -> bool:
-    return isinstance(result, StoreError)
+__all__ = [
+    "TTL_SLACK",
+    "Context",
+    "Flow",
+    "Keys",
+    "Loaded",
+    "Saved",
+    "T",
+    "delete",
+    "fill",
+    "load",
+    "new_session",
+    "save",
+]
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -289,218 +196,6 @@ def _rehome(ctx: Context, sid: SessionId, node: str, loaded: Loaded) -> Flow[Loa
     return Loaded("found", new_sid, loaded.data, record, loaded.validity, relocated=True)
 
 
-def _write_copies(
-    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
-) -> Flow[bool]:
-    """The record on `node` (waiting for the answer), then its copy on the backup node."""
-    result = yield Set(node, ctx.keys(sid).record, raw, ctx.record_ttl(max_inactive))
-    if _failed(result):
-        return False
-    yield from _write_backup(ctx, sid, node, raw, max_inactive)
-    return True
-
-
-def _write_backup(
-    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
-) -> Flow[None]:
-    backup = ctx.backup_of(node)
-    if backup is not None:
-        ttl = ctx.record_ttl(max_inactive)
-        yield Set(backup, ctx.keys(sid).backup, raw, ttl, noreply=True)
-
-
-def _write_validity(
-    ctx: Context, sid: SessionId, node: str, validity: Validity, max_inactive: int
-) -> Flow[None]:
-    """The access times, on `node` and the backup node (an unchanged request's only write)."""
-    keys = ctx.keys(sid)
-    vttl = ctx.validity_ttl(max_inactive)
-    encoded = validity.encode()
-    yield Set(node, keys.validity, encoded, vttl, noreply=True)
-    backup = ctx.backup_of(node)
-    if backup is not None:
-        yield Set(backup, keys.backup_validity, encoded, vttl, noreply=True)
-
-
-# -- save -------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Saved:
-    """What a save did. status: stored, unchanged, skipped, gone, failed."""
-
-    status: str
-    reason: str = ""
-    merged: bytes | None = None  # the record written after merging onto a fresher copy
-
-
-def save(ctx: Context, session: Session) -> Flow[Saved]:
-    """Write the session if it changed (record first, waiting for the answer), then validity and
-    the backup copies without waiting. Unchanged sessions only get their validity written, and
-    the record again once half its idle timeout has passed (that extends its store lifetime) or
-    when its backup node came back since it was written (refill)."""
-    rotated = bool(session.retired) and not session.is_new  # the current id is not stored yet
-    for old in session.retired:
-        yield from delete(ctx, old)
-    session.retired.clear()
-    if session.is_new and not session.modified:
-        return Saved("skipped")
-    try:
-        payload, changed = _payload(ctx, session)
-    except CodecError as exc:
-        return Saved("failed", str(exc))
-    sid = session.sid
-    max_inactive = session.max_inactive_interval
-    validity = Validity(max_inactive, _ms(session.last_accessed), _ms(session.this_accessed))
-    primary = ctx.node_of(sid)
-    record = session.record
-    if (
-        not changed
-        and record is not None
-        and primary is not None
-        and ctx.up(primary)
-        and not _needs_rewrite(ctx, record, primary)
-    ):
-        if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
-            return Saved("unchanged")  # the stored access time is recent enough: no write
-        yield from _write_validity(ctx, sid, primary, validity, max_inactive)
-        return Saved("unchanged")
-    created = _ms(session.created)
-    raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
-    saved, node = yield from _store(ctx, session, raw, primary, max_inactive, rotated)
-    if saved.status != "stored" or node is None:
-        return saved
-    if saved.merged is not None:
-        raw, payload = saved.merged, ctx.format.decode(saved.merged).payload
-    yield from _write_backup(
-        ctx, session.sid, node, raw, max_inactive
-    )  # no validity: see _validity
-    session.record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
-    session.is_new = False
-    session.mark_saved()
-    return saved
-
-
-def _payload(ctx: Context, session: Session) -> tuple[bytes, bool]:
-    record = session.record
-    if record is not None and not session.modified and not session.mutable_read:
-        return record.payload, False
-    data = session.data
-    if ctx.attribute_filter is not None:
-        data = {k: v for k, v in data.items() if ctx.attribute_filter.fullmatch(k)}
-    payload = ctx.codec.encode(data)
-    changed = record is None or session.modified or payload != record.payload
-    return payload, changed
-
-
-def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
-    """Half its idle time passed since the record was written (extend its lifetime), or a node
-    that holds or should hold its backup failed or came back since (refill the backup)."""
-    if record.max_inactive > 0 and ctx.now_ms - record.written >= record.max_inactive * 500:
-        return True
-    if not ctx.nodes.has_ids:
-        return False
-    written = record.written / 1000
-    changed_at = ctx.health.changed_at
-    return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
-
-
-def _store(
-    ctx: Context,
-    session: Session,
-    raw: bytes,
-    primary: str | None,
-    max_inactive: int,
-    rotated: bool,
-) -> Flow[tuple[Saved, str | None]]:
-    """Write the record on its node; if that node is down or fails, relocate to another.
-    A new session or a fresh id (rotated) is added: its id must not be taken already."""
-    tried: set[str] = set()
-    node = primary if primary is not None and ctx.up(primary) else None
-    for _ in range(len(ctx.nodes)):
-        if node is None:
-            node = ctx.choose_node(frozenset(tried))
-            if node is None:
-                break
-            old = session.sid
-            session.relocate(old.with_node(node) if ctx.nodes.has_ids else old)
-            if not session.is_new:
-                ctx.events.append(f"relocating {old} to {session.sid}: node {old.node} is down")
-                yield from delete(ctx, old)  # no stale backup of the old id may be found later
-        tried.add(node)
-        key = ctx.keys(session.sid).record
-        ttl = ctx.record_ttl(max_inactive)
-        moved = node != primary
-        op: Op
-        if session.is_new or rotated:
-            op = Add(node, key, raw, ttl)
-        elif moved:
-            op = Set(node, key, raw, ttl)
-        elif ctx.cas and session.cas_token is not None:
-            op = Cas(node, key, raw, ttl, session.cas_token)
-        else:
-            op = Replace(node, key, raw, ttl)
-        result = yield op
-        if isinstance(op, Cas) and result is not True and not _failed(result):
-            return (yield from _conflict(ctx, session, op, result))
-        if isinstance(result, ItemTooLarge):
-            return Saved("failed", f"session {session.sid} is too large to store: {result}"), None
-        if _failed(result):
-            ctx.events.append(f"writing {session.sid} to {node} failed: {result}")
-            node = None
-            continue
-        if result is False and isinstance(op, Replace):
-            return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
-        if result is False:  # Add found the id taken: never share it, take another
-            session.relocate(session.sid.rotated())
-            node = None
-            continue
-        return Saved("stored"), node
-    return Saved("failed", "no cache node could store the session"), None
-
-
-def _conflict(
-    ctx: Context, session: Session, op: Cas, result: Any
-) -> Flow[tuple[Saved, str | None]]:
-    """The cas was refused: the record is gone (never resurrected) or changed (merge)."""
-    if result is None:
-        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
-    ctx.counts["cas_conflict"] += 1
-    status, raw = yield from optimistic.resolve(
-        ctx, session, op.node, op.key, op.ttl, _ms(session.created)
-    )
-    if status == "gone":
-        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
-    if status != "stored" or raw is None:
-        return Saved("failed", f"{session.sid}: concurrent writes could not be merged"), None
-    return Saved("stored", "merged", raw), op.node
-
-
-def delete(ctx: Context, sid: SessionId) -> Flow[None]:
-    """Delete every copy: the record (waiting, so the next request cannot read it), validity,
-    and the backup keys on every node a load would look at.
-
-    A tombstone goes first on each of those nodes: a load that finds the tombstone and no record
-    stops there, so an in-flight request cannot refill or re-home the session from a backup
-    copy (or from a backup written after this delete). It lives as long as a record could."""
-    primary = ctx.node_of(sid)
-    if primary is None:
-        return
-    keys = ctx.keys(sid)
-    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
-    if ctx.up(primary):
-        yield Set(primary, keys.tomb, b"1", tomb_ttl)
-        yield Delete(primary, keys.record, noreply=False)
-        yield Delete(primary, keys.validity)
-    if not ctx.nodes.has_ids:
-        return
-    for node in ctx.nodes.after(primary)[: ctx.backup_lookups]:
-        if ctx.up(node):
-            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
-            yield Delete(node, keys.backup)
-            yield Delete(node, keys.backup_validity)
-
-
 def new_session(ctx: Context) -> Session:
     session = Session()
     _fill_new(ctx, session)
@@ -539,7 +234,3 @@ def fill(ctx: Context, session: Session, loaded: Loaded) -> None:
         status="relocated" if loaded.relocated else "found",
     )
     session.cas_token = loaded.token
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)

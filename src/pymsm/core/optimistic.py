@@ -21,7 +21,7 @@ from .ops import Cas, Gets, Op, Sleep
 from .session import Session
 
 if TYPE_CHECKING:
-    from .flows import Context
+    from .context import Context
 
 MAX_RETRIES = 10
 MAX_JITTER = 0.05  # s: a retry that conflicted again waits up to 1 ms, 2 ms, ... at most 50 ms

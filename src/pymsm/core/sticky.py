@@ -33,21 +33,14 @@ from typing import Any
 
 from pymsm.exceptions import CodecError, ItemTooLarge, RecordError
 
-from .flows import (
-    Context,
-    Flow,
-    Loaded,
-    Saved,
-    _failed,
-    _ms,
-    _needs_rewrite,
-    _payload,
-)
+from .context import Context, Flow, _failed, _ms
+from .flows import Loaded
 from .flows import load as store_load
 from .ids import SessionId
 from .ops import Add, Delete, Get, Op, Replace, Set
 from .records import Record, Validity
 from .session import Session
+from .writes import Saved, _needs_rewrite, _payload
 
 # Written in place of the validity when a session is deleted: readers of either mode see it as
 # long expired; a sticky process tells it from a validity its node lost (restart), which must

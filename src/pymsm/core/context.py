@@ -1,0 +1,131 @@
+"""What every flow shares: the per-request Context (nodes, health, clock, key prefix, codecs),
+the key layout, and the one-op helpers. Pure: callers pass `now`."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pymsm.exceptions import StoreError
+
+from .codecs import Codec
+from .ids import SessionId
+from .nodes import Health, NodeList
+from .ops import Op
+from .records import RecordFormat
+
+T = TypeVar("T")
+Flow = Generator[Op, Any, T]
+
+TTL_SLACK = 60  # s: store lifetimes outlast the idle timeout a little; expiry is judged by time
+_rng = random.SystemRandom()
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    record: str
+    validity: str
+    backup: str
+    backup_validity: str
+
+    @classmethod
+    def of(cls, prefix: str, sid: SessionId) -> Keys:
+        key = prefix + str(sid)
+        return cls(key, "validity:" + key, "bak:" + key, "bak:validity:" + key)
+
+    @property
+    def lock(self) -> str:
+        return "lock:" + self.record
+
+    @property
+    def tomb(self) -> str:
+        """Written on delete, on every node that held a copy: no load may bring the id back."""
+        return "tomb:" + self.record
+
+
+@dataclass(slots=True)
+class Context:
+    """What a flow needs to decide, for one request. `now` is seconds since the epoch."""
+
+    nodes: NodeList
+    health: Health
+    format: RecordFormat
+    codec: Codec
+    decoders: dict[int, Codec]
+    prefix: str
+    max_inactive: int
+    now: float
+    route: str | None = None
+    backup_lookups: int = 2
+    attribute_filter: re.Pattern[str] | None = None
+    access_resolution: float | None = None  # s; None: 1% of the idle timeout, at most 60 s
+    events: list[str] = field(default_factory=list)  # reasons worth a log line
+    cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
+    counts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # stats
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now * 1000)
+
+    def keys(self, sid: SessionId) -> Keys:
+        return Keys.of(self.prefix, sid)
+
+    def node_of(self, sid: SessionId) -> str | None:
+        if not self.nodes.has_ids:
+            return self.nodes.nodes[0].name
+        return sid.node if sid.node in self.nodes else None
+
+    def up(self, node: str) -> bool:
+        return self.health.is_up(node, self.now)
+
+    def backup_of(self, primary: str) -> str | None:
+        """The next node in the ring that is up, or None (one node, or no other is up)."""
+        if not self.nodes.has_ids:
+            return None
+        return next((n for n in self.nodes.after(primary) if self.up(n)), None)
+
+    def choose_node(self, exclude: frozenset[str] = frozenset()) -> str | None:
+        """A random live primary node; a failover node only when no primary is up."""
+        if not self.nodes.has_ids:
+            return self.nodes.nodes[0].name
+        for group in (self.nodes.primary_ids, sorted(self.nodes.failover)):
+            live = [n for n in group if n not in exclude and self.up(n)]
+            if live:
+                return _rng.choice(live)
+        return None
+
+    def new_sid(self) -> SessionId:
+        node = self.choose_node() or (self.nodes.primary_ids or self.nodes.ids)[0]
+        return SessionId.new(node if self.nodes.has_ids else None, self.route)
+
+    def access_resolution_ms(self, max_inactive: int) -> int:
+        """How stale a stored access time may get before an unchanged request rewrites it:
+        `access_time_resolution`, by default 1% of the idle timeout and at most 60 s."""
+        if self.access_resolution is not None:
+            return int(self.access_resolution * 1000)
+        return 0 if max_inactive <= 0 else min(60_000, max_inactive * 10)
+
+    def record_ttl(self, max_inactive: int) -> int:
+        # rewritten once half the idle timeout has passed, so 1.5x covers the worst case
+        return 0 if max_inactive <= 0 else max_inactive + max_inactive // 2 + TTL_SLACK
+
+    def validity_ttl(self, max_inactive: int) -> int:
+        return 0 if max_inactive <= 0 else max_inactive + TTL_SLACK
+
+
+def _run(op: Op) -> Flow[Any]:
+    """Yield one op; the result, or the StoreError it raised."""
+    result = yield op
+    return result
+
+
+def _failed(result: Any) -> bool:
+    return isinstance(result, StoreError)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

@@ -1,0 +1,228 @@
+"""Save and delete as generators that yield store operations (see flows.py for the drivers'
+contract). Decisions only: which node, which conditional write, what a failure means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymsm.exceptions import CodecError, ItemTooLarge
+
+from . import optimistic
+from .context import Context, Flow, _failed, _ms
+from .ids import SessionId
+from .ops import Add, Cas, Delete, Op, Replace, Set
+from .records import Record, Validity
+from .session import Session
+
+
+def _write_copies(
+    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
+) -> Flow[bool]:
+    """The record on `node` (waiting for the answer), then its copy on the backup node."""
+    result = yield Set(node, ctx.keys(sid).record, raw, ctx.record_ttl(max_inactive))
+    if _failed(result):
+        return False
+    yield from _write_backup(ctx, sid, node, raw, max_inactive)
+    return True
+
+
+def _write_backup(
+    ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
+) -> Flow[None]:
+    backup = ctx.backup_of(node)
+    if backup is not None:
+        ttl = ctx.record_ttl(max_inactive)
+        yield Set(backup, ctx.keys(sid).backup, raw, ttl, noreply=True)
+
+
+def _write_validity(
+    ctx: Context, sid: SessionId, node: str, validity: Validity, max_inactive: int
+) -> Flow[None]:
+    """The access times, on `node` and the backup node (an unchanged request's only write)."""
+    keys = ctx.keys(sid)
+    vttl = ctx.validity_ttl(max_inactive)
+    encoded = validity.encode()
+    yield Set(node, keys.validity, encoded, vttl, noreply=True)
+    backup = ctx.backup_of(node)
+    if backup is not None:
+        yield Set(backup, keys.backup_validity, encoded, vttl, noreply=True)
+
+
+# -- save -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Saved:
+    """What a save did. status: stored, unchanged, skipped, gone, failed."""
+
+    status: str
+    reason: str = ""
+    merged: bytes | None = None  # the record written after merging onto a fresher copy
+
+
+def save(ctx: Context, session: Session) -> Flow[Saved]:
+    """Write the session if it changed (record first, waiting for the answer), then validity and
+    the backup copies without waiting. Unchanged sessions only get their validity written, and
+    the record again once half its idle timeout has passed (that extends its store lifetime) or
+    when its backup node came back since it was written (refill)."""
+    rotated = bool(session.retired) and not session.is_new  # the current id is not stored yet
+    for old in session.retired:
+        yield from delete(ctx, old)
+    session.retired.clear()
+    if session.is_new and not session.modified:
+        return Saved("skipped")
+    try:
+        payload, changed = _payload(ctx, session)
+    except CodecError as exc:
+        return Saved("failed", str(exc))
+    sid = session.sid
+    max_inactive = session.max_inactive_interval
+    validity = Validity(max_inactive, _ms(session.last_accessed), _ms(session.this_accessed))
+    primary = ctx.node_of(sid)
+    record = session.record
+    if (
+        not changed
+        and record is not None
+        and primary is not None
+        and ctx.up(primary)
+        and not _needs_rewrite(ctx, record, primary)
+    ):
+        if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
+            return Saved("unchanged")  # the stored access time is recent enough: no write
+        yield from _write_validity(ctx, sid, primary, validity, max_inactive)
+        return Saved("unchanged")
+    created = _ms(session.created)
+    raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
+    saved, node = yield from _store(ctx, session, raw, primary, max_inactive, rotated)
+    if saved.status != "stored" or node is None:
+        return saved
+    if saved.merged is not None:
+        raw, payload = saved.merged, ctx.format.decode(saved.merged).payload
+    yield from _write_backup(
+        ctx, session.sid, node, raw, max_inactive
+    )  # no validity: see _validity
+    session.record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
+    session.is_new = False
+    session.mark_saved()
+    return saved
+
+
+def _payload(ctx: Context, session: Session) -> tuple[bytes, bool]:
+    record = session.record
+    if record is not None and not session.modified and not session.mutable_read:
+        return record.payload, False
+    data = session.data
+    if ctx.attribute_filter is not None:
+        data = {k: v for k, v in data.items() if ctx.attribute_filter.fullmatch(k)}
+    payload = ctx.codec.encode(data)
+    changed = record is None or session.modified or payload != record.payload
+    return payload, changed
+
+
+def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
+    """Half its idle time passed since the record was written (extend its lifetime), or a node
+    that holds or should hold its backup failed or came back since (refill the backup)."""
+    if record.max_inactive > 0 and ctx.now_ms - record.written >= record.max_inactive * 500:
+        return True
+    if not ctx.nodes.has_ids:
+        return False
+    written = record.written / 1000
+    changed_at = ctx.health.changed_at
+    return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
+
+
+def _store(
+    ctx: Context,
+    session: Session,
+    raw: bytes,
+    primary: str | None,
+    max_inactive: int,
+    rotated: bool,
+) -> Flow[tuple[Saved, str | None]]:
+    """Write the record on its node; if that node is down or fails, relocate to another.
+    A new session or a fresh id (rotated) is added: its id must not be taken already."""
+    tried: set[str] = set()
+    node = primary if primary is not None and ctx.up(primary) else None
+    for _ in range(len(ctx.nodes)):
+        if node is None:
+            node = ctx.choose_node(frozenset(tried))
+            if node is None:
+                break
+            old = session.sid
+            session.relocate(old.with_node(node) if ctx.nodes.has_ids else old)
+            if not session.is_new:
+                ctx.events.append(f"relocating {old} to {session.sid}: node {old.node} is down")
+                yield from delete(ctx, old)  # no stale backup of the old id may be found later
+        tried.add(node)
+        key = ctx.keys(session.sid).record
+        ttl = ctx.record_ttl(max_inactive)
+        moved = node != primary
+        op: Op
+        if session.is_new or rotated:
+            op = Add(node, key, raw, ttl)
+        elif moved:
+            op = Set(node, key, raw, ttl)
+        elif ctx.cas and session.cas_token is not None:
+            op = Cas(node, key, raw, ttl, session.cas_token)
+        else:
+            op = Replace(node, key, raw, ttl)
+        result = yield op
+        if isinstance(op, Cas) and result is not True and not _failed(result):
+            return (yield from _conflict(ctx, session, op, result))
+        if isinstance(result, ItemTooLarge):
+            return Saved("failed", f"session {session.sid} is too large to store: {result}"), None
+        if _failed(result):
+            ctx.events.append(f"writing {session.sid} to {node} failed: {result}")
+            node = None
+            continue
+        if result is False and isinstance(op, Replace):
+            return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
+        if result is False:  # Add found the id taken: never share it, take another
+            session.relocate(session.sid.rotated())
+            node = None
+            continue
+        return Saved("stored"), node
+    return Saved("failed", "no cache node could store the session"), None
+
+
+def _conflict(
+    ctx: Context, session: Session, op: Cas, result: Any
+) -> Flow[tuple[Saved, str | None]]:
+    """The cas was refused: the record is gone (never resurrected) or changed (merge)."""
+    if result is None:
+        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
+    ctx.counts["cas_conflict"] += 1
+    status, raw = yield from optimistic.resolve(
+        ctx, session, op.node, op.key, op.ttl, _ms(session.created)
+    )
+    if status == "gone":
+        return Saved("gone", "deleted meanwhile (logout or expiry); not resurrected"), None
+    if status != "stored" or raw is None:
+        return Saved("failed", f"{session.sid}: concurrent writes could not be merged"), None
+    return Saved("stored", "merged", raw), op.node
+
+
+def delete(ctx: Context, sid: SessionId) -> Flow[None]:
+    """Delete every copy: the record (waiting, so the next request cannot read it), validity,
+    and the backup keys on every node a load would look at.
+
+    A tombstone goes first on each of those nodes: a load that finds the tombstone and no record
+    stops there, so an in-flight request cannot refill or re-home the session from a backup
+    copy (or from a backup written after this delete). It lives as long as a record could."""
+    primary = ctx.node_of(sid)
+    if primary is None:
+        return
+    keys = ctx.keys(sid)
+    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
+    if ctx.up(primary):
+        yield Set(primary, keys.tomb, b"1", tomb_ttl)
+        yield Delete(primary, keys.record, noreply=False)
+        yield Delete(primary, keys.validity)
+    if not ctx.nodes.has_ids:
+        return
+    for node in ctx.nodes.after(primary)[: ctx.backup_lookups]:
+        if ctx.up(node):
+            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
+            yield Delete(node, keys.backup)
+            yield Delete(node, keys.backup_validity)
