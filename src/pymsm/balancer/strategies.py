@@ -17,12 +17,13 @@ returns None when nothing is left (the balancer answers 503).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pymsm.balancer.backends import Backend
+from pymsm.core.ids import SessionId
+from pymsm.exceptions import InvalidSessionId
 
 
 @dataclass(frozen=True)
@@ -152,16 +153,15 @@ class StickyCookie:
         return choice and Choice(choice.backend, set_cookie=choice.backend.name)
 
 
-# `<base>-<node>.<route>` (MSM) or `<base>.<route>` (Tomcat without node ids)
-_SESSION_ROUTE = re.compile(r"^[0-9A-Fa-f]{32}(?:-[A-Za-z0-9_]+)?\.([A-Za-z0-9_-]+)$")
-
-
 def session_route(session_id: str | None) -> str | None:
-    """The route suffix of a session id, or None when there is none or the id is malformed."""
+    """The route suffix of a session id (`<base>-<node>.<route>`, or `<base>.<route>` without
+    node ids), or None when there is none or the id is malformed."""
     if not session_id:
         return None
-    match = _SESSION_ROUTE.match(session_id)
-    return match.group(1) if match else None
+    try:
+        return SessionId.parse(session_id).route
+    except InvalidSessionId:
+        return None
 
 
 class Route:
