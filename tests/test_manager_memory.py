@@ -11,14 +11,7 @@ from pymsm import SessionManager
 from pymsm.core.flows import Keys
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import MemoryStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from support.clock import Clock
 
 
 @pytest.fixture

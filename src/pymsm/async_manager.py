@@ -14,9 +14,9 @@ from pymsm.core import flows, locking
 from pymsm.core.ids import SessionId
 from pymsm.core.ops import Op, Sleep, call_args
 from pymsm.core.session import Session
-from pymsm.exceptions import ItemTooLarge, StoreError
+from pymsm.exceptions import StoreError
 from pymsm.locks import AsyncLocalLocks, Guard
-from pymsm.manager import _Base, redact
+from pymsm.manager import _Base, settle
 from pymsm.stores.base import AsyncStore
 
 T = TypeVar("T")
@@ -70,11 +70,8 @@ class AsyncSessionManager(_Base):
         try:
             result = await getattr(self.stores[op.node], method)(*args)
         except StoreError as exc:
-            if not isinstance(exc, ItemTooLarge):
-                self.health.failed(op.node, self.clock())
-            return exc
-        self.health.succeeded(op.node, self.clock())
-        return result
+            result = exc
+        return settle(op.node, result, self.health, self.clock)
 
     async def load(
         self, cookie: str | None, method: str = "GET", path: str = "/", declared: str | None = None
@@ -127,9 +124,8 @@ class AsyncSessionManager(_Base):
     async def release_guard(self, guard: Guard) -> None:
         lock, guard.lock = guard.lock, None
         try:
-            if lock is not None and not await self.run(locking.release(lock)):
-                self.stats["lock_lost"] += 1
-                log.warning("lock %s had expired and was taken over", redact(lock.key))
+            if lock is not None:
+                self.lock_released(lock, await self.run(locking.release(lock)))
         finally:
             local, guard.local = guard.local, None
             if local is not None:

@@ -233,16 +233,8 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str, **settings: Any) -> Config:
-        import tomllib  # Python 3.11+; on 3.10 pass settings instead
-
-        try:
-            with open(path, "rb") as file:
-                data = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        table = data.get("pymsm", data)
         # later wins: file, then the environment, then keyword arguments
-        return cls(**{**file_settings(table, path), **env_settings(), **settings})
+        return cls(**{**read_settings_file(path), **env_settings(), **settings})
 
 
 def setting_names() -> list[str]:
@@ -263,6 +255,21 @@ def prefixed_settings(source: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in source.items()
         if k.startswith("MSM_") and k[4:].lower() in names
     }
+
+
+def read_settings_file(path: str) -> dict[str, Any]:
+    """The settings of a TOML file: its [pymsm] table, or the top level. Unknown names raise."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    table = data.get("pymsm", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [pymsm] must be a table of settings")
+    return file_settings(table, path)
 
 
 def file_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:

@@ -217,6 +217,11 @@ class _Base:
         guard.observed = True
         self.learner.observe(guard.method, guard.path, guard.wrote, self.clock())
 
+    def lock_released(self, lock: locking.Lock, ours: bool) -> None:
+        if not ours:
+            self.stats["lock_lost"] += 1
+            log.warning("lock %s had expired and was taken over", redact(lock.key))
+
     def _note_save(self, session: Session, saved: flows.Saved) -> None:
         guard = session.lock
         wrote = session.invalidated or saved.status not in ("unchanged", "skipped")
@@ -355,9 +360,8 @@ class SessionManager(_Base):
     def release_guard(self, guard: Guard) -> None:
         lock, guard.lock = guard.lock, None
         try:
-            if lock is not None and not self.run(locking.release(lock)):
-                self.stats["lock_lost"] += 1
-                log.warning("lock %s had expired and was taken over", redact(lock.key))
+            if lock is not None:
+                self.lock_released(lock, self.run(locking.release(lock)))
         finally:
             local, guard.local = guard.local, None
             if local is not None:
@@ -405,10 +409,18 @@ def execute(op: Op, stores: Mapping[str, Store], health: Health, clock: Callable
     try:
         result = getattr(stores[op.node], method)(*args)
     except StoreError as exc:
-        if not isinstance(exc, ItemTooLarge):
-            health.failed(op.node, clock())
-        return exc
-    health.succeeded(op.node, clock())
+        result = exc
+    return settle(op.node, result, health, clock)
+
+
+def settle(node: str, result: Any, health: Health, clock: Callable[[], float]) -> Any:
+    """Record a store operation's outcome in its node's health (an item refused for its size
+    says nothing about the node); returns the result or the StoreError, for the flow."""
+    if isinstance(result, StoreError):
+        if not isinstance(result, ItemTooLarge):
+            health.failed(node, clock())
+    else:
+        health.succeeded(node, clock())
     return result
 
 

@@ -11,16 +11,9 @@ import pytest
 from pymsm import SessionManager
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
+from support.clock import Clock
 
 NODES = "n1:127.0.0.1:1,n2:127.0.0.1:2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -11,23 +11,16 @@ import pytest
 from pymsm.core.ids import SessionId
 from pymsm.manager import SessionManager
 from pymsm.stores.redis import wire_key
+from support.clock import Clock
 from support.redis_servers import client
 from support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(time.time())
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ cookie sessions. Requests matching `request_uri_ignore_pattern` get Flask's null
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import flask
 from flask import Flask, Request, Response
@@ -26,6 +26,15 @@ from pymsm.manager import SessionManager
 
 ENVIRON_KEY = "pymsm.session"
 __all__ = ["FlaskSession", "PymsmSessionInterface", "init_app"]
+
+
+class _CookieAttributes(TypedDict):
+    domain: str | None
+    path: str
+    secure: bool
+    httponly: bool
+    samesite: str | None
+    partitioned: bool
 
 
 class FlaskSession(Session, SessionMixin):
@@ -85,33 +94,20 @@ class PymsmSessionInterface(SessionInterface):
         manager.save(session)
         update = manager.cookie_update(session, session.sent)
         name = self.get_cookie_name(app)
+        attributes: _CookieAttributes = {  # SESSION_COOKIE_*, for setting and deleting alike
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "httponly": self.get_cookie_httponly(app),
+            "samesite": self.get_cookie_samesite(app),
+            "partitioned": bool(app.config.get("SESSION_COOKIE_PARTITIONED", False)),
+        }
         if update is not None and update.delete:
-            response.delete_cookie(
-                name,
-                domain=self.get_cookie_domain(app),
-                path=self.get_cookie_path(app),
-                secure=self.get_cookie_secure(app),
-                httponly=self.get_cookie_httponly(app),
-                samesite=self.get_cookie_samesite(app),
-                partitioned=_partitioned(app),
-            )
+            response.delete_cookie(name, **attributes)
         elif update is not None or (wanted and session.record is not None):
-            response.set_cookie(
-                name,
-                session.id,
-                max_age=int(app.permanent_session_lifetime.total_seconds()) if permanent else None,
-                expires=self.get_expiration_time(app, session),
-                domain=self.get_cookie_domain(app),
-                path=self.get_cookie_path(app),
-                secure=self.get_cookie_secure(app),
-                httponly=self.get_cookie_httponly(app),
-                samesite=self.get_cookie_samesite(app),
-                partitioned=_partitioned(app),
-            )
-
-
-def _partitioned(app: Flask) -> bool:
-    return bool(app.config.get("SESSION_COOKIE_PARTITIONED", False))
+            max_age = int(app.permanent_session_lifetime.total_seconds()) if permanent else None
+            expires = self.get_expiration_time(app, session)
+            response.set_cookie(name, session.id, max_age=max_age, expires=expires, **attributes)
 
 
 def init_app(app: Flask, config: Config | None = None, **settings: Any) -> SessionManager:

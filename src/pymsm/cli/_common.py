@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from pymsm.config import Config, env_settings, file_settings
+from pymsm.config import Config, env_settings, read_settings_file
 from pymsm.exceptions import ConfigError
 
 OK, PROBLEMS, USAGE = 0, 1, 2
@@ -45,17 +45,7 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
 
 def read_file(path: str) -> dict[str, Any]:
     """The settings of a TOML file (its [pymsm] table, or the top level), unchecked values."""
-    import tomllib
-
-    try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    table = data.get("pymsm", data)
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [pymsm] must be a table of settings")
-    return file_settings(table, path)
+    return read_settings_file(path)
 
 
 def sources(

@@ -78,7 +78,6 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         return Saved("failed", str(exc))
     sid = session.sid
     max_inactive = session.max_inactive_interval
-    validity = Validity(max_inactive, _ms(session.last_accessed), _ms(session.this_accessed))
     primary = ctx.node_of(sid)
     record = session.record
     if (
@@ -90,7 +89,10 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     ):
         if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
             return Saved("unchanged")  # the stored access time is recent enough: no write
-        yield from _write_validity(ctx, sid, primary, validity, max_inactive)
+        accessed = _ms(session.last_accessed), _ms(session.this_accessed)
+        yield from _write_validity(
+            ctx, sid, primary, Validity(max_inactive, *accessed), max_inactive
+        )
         return Saved("unchanged")
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
