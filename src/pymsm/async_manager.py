@@ -90,7 +90,7 @@ class AsyncSessionManager(_Base):
     ) -> S:
         session = session_class()
         guard = session.lock = self.guard(method, path, declared)
-        ctx = self.context()
+        ctx = guard.context = self.context()
         ctx.cas = guard.plan.cas
         sid = self.parse_id(cookie)
         if guard.plan.lock and sid is not None:
@@ -135,11 +135,8 @@ class AsyncSessionManager(_Base):
         """Write what the request changed. Never raises for store trouble: it logs and counts."""
         if not session.loaded:
             return flows.Saved("skipped")
-        ctx = self.context()
-        guard = session.lock
-        ctx.cas = guard.plan.cas if isinstance(guard, Guard) else ctx.cas
+        ctx = self.save_context(session)
         saved = await self.run(flows.save(ctx, session))
-        self.stats.update(ctx.counts)
         self._note_save(session, saved)
         return self._saved(ctx, session, saved)
 

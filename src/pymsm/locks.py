@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pymsm.core.context import Context
 from pymsm.core.locking import Lock, Plan
 
 L = TypeVar("L", threading.Lock, asyncio.Lock)
@@ -99,7 +100,8 @@ class Guard:
     """One request's concurrency state, kept on `Session.lock` by the managers.
 
     `local` is the local lock key while held, `lock` the store lock while held; `wrote` says
-    whether the request wrote the session (what the `auto` learner observes).
+    whether the request wrote the session (what the `auto` learner observes). `context` is the
+    load's flows.Context: the save reuses it with a fresh clock instead of building another.
     """
 
     method: str
@@ -109,3 +111,4 @@ class Guard:
     lock: Lock | None = None
     wrote: bool = False
     observed: bool = field(default=False, repr=False)
+    context: Context | None = field(default=None, repr=False)

@@ -103,6 +103,19 @@ class _Base:
             access_resolution=cfg.access_time_resolution,
         )
 
+    def save_context(self, session: Session) -> flows.Context:
+        """The context for saving `session`: its load's, with the clock read again."""
+        guard = session.lock
+        if not isinstance(guard, Guard):
+            return self.context()
+        ctx = guard.context
+        if ctx is None:
+            ctx = guard.context = self.context()
+        else:
+            ctx.now = self.clock()
+        ctx.cas = guard.plan.cas
+        return ctx
+
     def parse_id(self, cookie: str | None) -> SessionId | None:
         if not cookie:
             return None
@@ -129,6 +142,9 @@ class _Base:
 
     def _saved(self, ctx: flows.Context, session: Session, saved: flows.Saved) -> flows.Saved:
         self.stats["save_" + saved.status] += 1
+        if ctx.counts:
+            self.stats.update(ctx.counts)
+            ctx.counts.clear()  # the context may serve another save of this request
         if saved.status == "failed":
             log.error(
                 "session %s was not stored: %s", redact(str(session._sid)), redact(saved.reason)
@@ -325,6 +341,7 @@ class SessionManager(_Base):
         sid = self.parse_id(cookie)
         guard = session.lock
         if isinstance(guard, Guard):
+            guard.context = ctx
             ctx.cas = guard.plan.cas
             if guard.plan.lock and sid is not None:
                 self._lock(ctx, sid, guard)
@@ -373,11 +390,8 @@ class SessionManager(_Base):
             return flows.Saved("skipped")
         if self._sticky is not None:
             return self._sticky.save(session)
-        ctx = self.context()
-        guard = session.lock
-        ctx.cas = guard.plan.cas if isinstance(guard, Guard) else ctx.cas
+        ctx = self.save_context(session)
         saved = self.run(flows.save(ctx, session))
-        self.stats.update(ctx.counts)
         self._note_save(session, saved)
         return self._saved(ctx, session, saved)
 

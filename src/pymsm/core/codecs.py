@@ -84,17 +84,34 @@ def _untag(obj: dict[str, Any]) -> Any:
     return obj
 
 
+# one decoder for every record: json.loads(bytes, object_hook=...) builds a new JSONDecoder and
+# sniffs the encoding on each call, a measurable share of an unchanged request
+_JSON_DECODER = json.JSONDecoder(object_hook=_untag)
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_FLAT = frozenset(_PLAIN)  # exact types whose values need no tag
+
+
+def _flat(attributes: Attributes) -> bool:
+    """Session dicts are mostly str keys to plain values: those need no tagging walk. (A one-key
+    dict whose key starts with a space needs the escape: the walk handles it.)"""
+    return (
+        len(attributes) != 1
+        and all(type(k) is str for k in attributes)
+        and all(type(v) in _FLAT for v in attributes.values())
+    )
+
+
 class JsonCodec:
     name = "json"
     id = 1
     needs_signature = False
 
     def encode(self, attributes: Attributes) -> bytes:
-        return json.dumps(_tag(attributes), separators=(",", ":"), ensure_ascii=False).encode()
+        return _JSON_ENCODER.encode(attributes if _flat(attributes) else _tag(attributes)).encode()
 
     def decode(self, data: bytes) -> Attributes:
         try:
-            obj = json.loads(data, object_hook=_untag)
+            obj = _JSON_DECODER.decode(data.decode())  # pymsm writes UTF-8
         except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             raise RecordError(f"json attributes do not decode: {exc}") from exc
         if not isinstance(obj, dict):

@@ -8,6 +8,7 @@ import re
 from collections import defaultdict
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pymsm.exceptions import StoreError
@@ -34,6 +35,10 @@ class Keys:
 
     @classmethod
     def of(cls, prefix: str, sid: SessionId) -> Keys:
+        return _keys(prefix, sid) if cls is Keys else cls._build(prefix, sid)
+
+    @classmethod
+    def _build(cls, prefix: str, sid: SessionId) -> Keys:
         key = prefix + str(sid)
         return cls(key, "validity:" + key, "bak:" + key, "bak:validity:" + key)
 
@@ -115,6 +120,12 @@ class Context:
 
     def validity_ttl(self, max_inactive: int) -> int:
         return 0 if max_inactive <= 0 else max_inactive + TTL_SLACK
+
+
+@lru_cache(maxsize=4096)
+def _keys(prefix: str, sid: SessionId) -> Keys:
+    """A request builds its session's keys several times (load, save, backup): once is enough."""
+    return Keys._build(prefix, sid)
 
 
 def _run(op: Op) -> Flow[Any]:

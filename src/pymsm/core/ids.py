@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from pymsm.exceptions import InvalidSessionId
 
@@ -47,10 +48,9 @@ class SessionId:
         """Parse a client-sent id. Raises InvalidSessionId for anything off the strict pattern."""
         if not isinstance(text, str) or len(text) > MAX_ID_LENGTH:
             raise InvalidSessionId("session id is not a string of at most 130 characters")
-        match = _ID_PATTERN.fullmatch(text)
-        if match is None:
-            raise InvalidSessionId(f"malformed session id {text[:40]!r}")
-        return cls(match[1], match[2], match[3])
+        if cls is SessionId:
+            return _parse(text)
+        return _parse_uncached(cls, text)
 
     def __post_init__(self) -> None:
         if not _BASE_PATTERN.fullmatch(self.base):
@@ -81,3 +81,17 @@ class SessionId:
     def rotated(self) -> SessionId:
         """A new base with the same node and route (rotate on login against fixation)."""
         return replace(self, base=new_base())
+
+
+def _parse_uncached(cls: type[SessionId], text: str) -> SessionId:
+    match = _ID_PATTERN.fullmatch(text)
+    if match is None:
+        raise InvalidSessionId(f"malformed session id {text[:40]!r}")
+    return cls(match[1], match[2], match[3])
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> SessionId:
+    """Ids are immutable and each user sends theirs on every request: parse it once. Invalid
+    ids raise and are not cached; a flood of distinct ids only cycles the bounded cache."""
+    return _parse_uncached(SessionId, text)

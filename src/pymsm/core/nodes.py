@@ -180,6 +180,7 @@ class Health:
         self.max_failures = max_failures
         self.dead_timeout = dead_timeout
         self._states: dict[str, _State] = {}
+        self.last_change = 0.0  # the latest `changed_at` of any node: a cheap "nothing since"
 
     def _state(self, node_id: str) -> _State:
         state = self._states.get(node_id)
@@ -211,14 +212,14 @@ class Health:
         if state is None or (state.failures == 0 and state.dead_until == 0.0):
             return
         if state.dead_until:
-            state.changed_at = now
+            state.changed_at = self.last_change = now
         state.failures, state.dead_until, state.probing = 0, 0.0, False
 
     def failed(self, node_id: str, now: float) -> None:
         state = self._state(node_id)
         state.failures += 1
         state.probing = False
-        state.changed_at = now  # writes may have been lost: sessions written before refill
+        state.changed_at = self.last_change = now  # writes may have been lost: refill sessions
         if state.dead_until or state.failures >= self.max_failures:
             state.dead_until = now + self.dead_timeout
 

@@ -4,6 +4,7 @@ the result, or the StoreError it raised (flows decide what a failure means; stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -105,21 +106,21 @@ class Sleep:
 
 def call_args(op: StoreOp) -> tuple[str, tuple[Any, ...]]:
     """The store method and its arguments for `op`: one table for the sync and async drivers."""
-    if isinstance(op, Get):
-        return "get_many", (op.keys,)
-    if isinstance(op, Set):
-        return "set", (op.key, op.value, op.ttl, op.noreply)
-    if isinstance(op, Add | Replace):
-        return ("add" if isinstance(op, Add) else "replace"), (op.key, op.value, op.ttl)
-    if isinstance(op, Delete):
-        return "delete", (op.key, op.noreply)
-    if isinstance(op, Gets):
-        return "gets_many", (op.keys,)
-    if isinstance(op, Cas):
-        return "cas", (op.key, op.value, op.ttl, op.token)
-    if isinstance(op, DeleteIf):
-        return "delete_if", (op.key, op.value)
-    return "touch", (op.key, op.ttl, op.noreply)
+    return _CALLS[type(op)](op)
+
+
+# looked up by exact type: every store operation of every request passes through here
+_CALLS: dict[type, Callable[[Any], tuple[str, tuple[Any, ...]]]] = {
+    Get: lambda op: ("get_many", (op.keys,)),
+    Gets: lambda op: ("gets_many", (op.keys,)),
+    Set: lambda op: ("set", (op.key, op.value, op.ttl, op.noreply)),
+    Add: lambda op: ("add", (op.key, op.value, op.ttl)),
+    Replace: lambda op: ("replace", (op.key, op.value, op.ttl)),
+    Cas: lambda op: ("cas", (op.key, op.value, op.ttl, op.token)),
+    Delete: lambda op: ("delete", (op.key, op.noreply)),
+    DeleteIf: lambda op: ("delete_if", (op.key, op.value)),
+    Touch: lambda op: ("touch", (op.key, op.ttl, op.noreply)),
+}
 
 
 StoreOp: TypeAlias = Get | Set | Add | Replace | Delete | Touch | Gets | Cas | DeleteIf

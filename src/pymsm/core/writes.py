@@ -130,6 +130,8 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
     if not ctx.nodes.has_ids:
         return False
     written = record.written / 1000
+    if ctx.health.last_change <= written:
+        return False  # no node failed or came back since: the common case, no per-node look
     changed_at = ctx.health.changed_at
     return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pymemcache.client.base import Client
@@ -58,28 +57,25 @@ class MemcachedStore:
                 self._clients.append(client)
         return client
 
-    @contextmanager
-    def _mapped(self) -> Iterator[None]:
+    def _mapped(self, exc: Exception) -> StoreError:
+        """The pymsm error for what pymemcache or the socket raised (dropping a broken client)."""
         name = self.node.name
-        try:
-            yield
-        except TimeoutError as exc:
+        if isinstance(exc, TimeoutError):
             self._drop()
-            raise StoreTimeout(
+            return StoreTimeout(
                 f"{name} ({self.node.address}) did not answer in {self.timeout}s", name
-            ) from exc
-        except (OSError, MemcacheUnexpectedCloseError) as exc:
+            )
+        if isinstance(exc, (OSError, MemcacheUnexpectedCloseError)):
             self._drop()
-            raise StoreUnavailable(
+            return StoreUnavailable(
                 f"{name} ({self.node.address}): {exc or type(exc).__name__}", name
-            ) from exc
-        except MemcacheServerError as exc:
+            )
+        if isinstance(exc, MemcacheServerError):
             if "too large" in str(exc):
-                raise ItemTooLarge(f"{name}: {exc}", name) from exc
-            raise StoreError(f"{name}: server error: {exc}", name) from exc
-        except MemcacheError as exc:
-            self._drop()
-            raise StoreError(f"{name}: {type(exc).__name__}: {exc}", name) from exc
+                return ItemTooLarge(f"{name}: {exc}", name)
+            return StoreError(f"{name}: server error: {exc}", name)
+        self._drop()
+        return StoreError(f"{name}: {type(exc).__name__}: {exc}", name)
 
     def _drop(self) -> None:
         client = getattr(self._local, "client", None)
@@ -90,8 +86,11 @@ class MemcachedStore:
         check_item_size(self.node.name, key, value, self.item_size_limit)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self._mapped():
+        # a plain try, not a context manager: this wraps every store operation of every request
+        try:
             return fn(*args, **kwargs)
+        except (OSError, MemcacheError) as exc:
+            raise self._mapped(exc) from exc
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         client = self._client()
