@@ -18,6 +18,7 @@ from pymsm.core import flows, sticky
 from pymsm.core.lru import LruCache
 from pymsm.core.ops import Add, Delete, Get, Op, Replace
 from pymsm.core.session import Session
+from pymsm.locks import Guard
 from pymsm.manager import drive, execute
 from pymsm.stores.base import Store
 
@@ -79,6 +80,8 @@ class StickySessions:
     def load_into(self, session: Session, cookie: str | None) -> None:
         m = self.manager
         ctx = m.context()
+        if isinstance(session.lock, Guard):
+            session.lock.context = ctx  # the save reuses it
         sid = m.parse_id(cookie)
         if sid is None:
             m._loaded(ctx, session, flows.Loaded("new"))
@@ -91,7 +94,8 @@ class StickySessions:
                 self.cache.pop(str(sid))
             m._loaded(ctx, session, flows.Loaded(found.status, reason=found.reason))
             return
-        self._keep(found.entry, str(sid))
+        if found.entry is not entry:  # an unchanged local copy is cached already
+            self._keep(found.entry, str(sid))
         m.stats["load_" + found.status] += 1
         sticky.fill(ctx, session, found.entry, found.status)
         m._log_events(ctx)
@@ -100,7 +104,7 @@ class StickySessions:
         m = self.manager
         retired = [str(old) for old in session.retired]
         before = str(session.sid)
-        ctx = m.context()
+        ctx = m.save_context(session)
         with self.lock:
             entry = self.cache.get(before)
         flow = sticky.save(ctx, session, entry)
@@ -113,7 +117,9 @@ class StickySessions:
         with self.lock:
             for key in retired:
                 self.cache.pop(key)
-        if stored.entry is not None:
+        if stored.entry is entry:
+            pass  # unchanged: the cached entry was updated in place
+        elif stored.entry is not None:
             self._keep(stored.entry, before)
         elif stored.saved.status != "skipped":
             with self.lock:

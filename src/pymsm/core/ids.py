@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from pymsm.exceptions import InvalidSessionId
@@ -38,6 +38,7 @@ class SessionId:
     base: str
     node: str | None = None
     route: str | None = None
+    _text: str = field(init=False, repr=False, compare=False)  # the wire form, built once
 
     @classmethod
     def new(cls, node: str | None = None, route: str | None = None) -> SessionId:
@@ -61,14 +62,15 @@ class SessionId:
             raise InvalidSessionId(f"invalid node id {self.node!r}")
         if self.route is not None and not ROUTE_PATTERN.fullmatch(self.route):
             raise InvalidSessionId(f"invalid route {self.route!r}")
-
-    def __str__(self) -> str:
         text = self.base
         if self.node is not None:
             text += "-" + self.node
         if self.route is not None:
             text += "." + self.route
-        return text
+        object.__setattr__(self, "_text", text)  # frozen: set once, here
+
+    def __str__(self) -> str:
+        return self._text
 
     def with_node(self, node: str | None) -> SessionId:
         """Relocation: the session moved to another cache node."""

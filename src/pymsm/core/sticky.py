@@ -48,10 +48,14 @@ from .writes import Saved, _needs_rewrite, _payload
 TOMBSTONE = Validity(1, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """A session as this process holds it. `record` is the last encoding (stored unless
-    `force`); `stamp` the validity's this_accessed (ms) last written or read for it."""
+    `force`); `stamp` the validity's this_accessed (ms) last written or read for it.
+
+    Treated as immutable (changes make a new Entry with `dataclasses.replace`) except for
+    `last_accessed`, which an unchanged request moves forward in place: the cached entry then
+    stays where it is instead of being rebuilt and re-cached on every read."""
 
     sid: SessionId
     data: dict[str, Any]
@@ -205,10 +209,9 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
         return Stored(Saved("failed", str(exc)), None)
     sid, max_inactive = session.sid, session.max_inactive_interval
     stamp = max(ctx.now_ms, entry.stamp + 1) if entry is not None else ctx.now_ms
-    validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
     node = ctx.node_of(sid)
     record = session.record
-    force = entry is None or entry.force or entry.sid != sid
+    force = entry is None or entry.force or (entry.sid is not sid and entry.sid != sid)
     if (
         not (changed or force)
         and record is not None
@@ -218,8 +221,10 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     ):
         assert entry is not None
         if not _validity_due(ctx, entry.stamp, max_inactive):
-            return Stored(Saved("unchanged"), _next(entry, session, record, entry.stamp))
+            entry.last_accessed = session.this_accessed  # see Entry: the one in-place change
+            return Stored(Saved("unchanged"), entry)
         key = ctx.keys(sid).validity
+        validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
         yield Set(node, key, validity.encode(), ctx.validity_ttl(max_inactive), noreply=True)
         return Stored(Saved("unchanged"), _next(entry, session, record, stamp))
     created = _ms(session.created)
@@ -229,6 +234,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     was_new = session.is_new
     status, home, reason = yield from _write(ctx, session, raw, node, force)
     if status == "stored" and home is not None:
+        validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
         yield Set(home, ctx.keys(session.sid).validity, validity.encode(), _vttl(ctx, session))
         for stale in (replaces, None if was_new else sid):
             if stale is not None and stale != session.sid:
