@@ -44,6 +44,7 @@ class StickySessions:
         )
         self.lock = threading.Lock()
         self.backup_stores = backup_stores if backup_stores is not None else manager.stores
+        self._write = self._on(self.backup_stores)  # the synchronous backup driver's runner
         self.writer = (
             BackupWriter(self._on(self.backup_stores), cfg.backup_queue_size)
             if cfg.session_backup_async
@@ -109,7 +110,7 @@ class StickySessions:
             entry = self.cache.get(before)
         flow = sticky.save(ctx, session, entry)
         if self.writer is None:
-            stored = self._drive(flow, self._on(self.backup_stores))
+            stored = self._drive(flow, self._write)
         else:
             stored, batch = self._deferred(flow)
             if not self.writer.submit(batch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from conftest import Client, backend_args
 from pymsm.balancer import BalancerConfig, HealthCheck, Limits, command, parse_backends
 from pymsm.cli import build_parser, main
 from pymsm.cli.balancer import config_from_args
-from support.servers import ServerProcess
+from support.servers import ServerProcess, free_port, wait_for_port
 
 
 def test_balancer_runs_as_a_subprocess_from_command(nodes) -> None:
@@ -78,3 +79,23 @@ def test_command_passes_workers() -> None:
     assert argv[argv.index("--workers") + 1] == "3"
     assert config_from_args(build_parser().parse_args(argv[3:])) == config
     assert "--workers" not in command(BalancerConfig(config.backends, port=9))
+
+
+def test_sigterm_with_keep_alive_clients_stops_cleanly(nodes) -> None:
+    """Open keep-alive connections are cancelled on stop; Python 3.11's asyncio.streams logged
+    that as a CancelledError traceback until the connection task stopped ending cancelled."""
+    port = free_port()
+    config = BalancerConfig(parse_backends(backend_args(nodes)), port=port)
+    process = subprocess.Popen(command(config), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        clients = [Client(port) for _ in range(3)]
+        assert all(client.backend() for client in clients)  # each stays open (keep-alive)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "CancelledError" not in err, err

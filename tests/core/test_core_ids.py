@@ -77,3 +77,21 @@ def test_parser_accepts_only_safe_keys(text: str) -> None:
     assert wire == text
     assert len(wire) <= MAX_ID_LENGTH
     assert all(33 <= ord(c) < 127 for c in wire)  # no spaces or control characters in a key
+
+
+def test_parse_remembers_valid_ids_and_never_invalid_ones() -> None:
+    from pymsm.core import ids
+
+    text = str(SessionId.new("n1", "app1"))
+    before = ids._parse.cache_info().currsize
+    first = SessionId.parse(text)
+    assert SessionId.parse(text) is first  # the second parse is a cache hit
+    assert ids._parse.cache_info().currsize == before + 1
+    bad = "not-an-id\r\nset x"
+    for _ in range(2):
+        with pytest.raises(InvalidSessionId):
+            SessionId.parse(bad)
+    assert ids._parse.cache_info().currsize == before + 1
+    other = str(SessionId.new("n2"))
+    assert SessionId.parse(other, remember=False) == SessionId.parse(other, remember=False)
+    assert ids._parse.cache_info().currsize == before + 1

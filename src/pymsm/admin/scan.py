@@ -68,7 +68,7 @@ def classify(key: str, prefix: str = "") -> tuple[str, str | None]:
     if not rest.startswith(prefix):
         return "other", None
     try:
-        sid = SessionId.parse(rest[len(prefix) :])
+        sid = SessionId.parse(rest[len(prefix) :], remember=False)
     except InvalidSessionId:
         return "other", None
     return kind, str(sid)

@@ -126,6 +126,11 @@ class Balancer:
         self.connections += 1
         try:
             await ClientConnection(self, reader, writer).run()
+        except asyncio.CancelledError:
+            # stop() cancels open keep-alive connections. Ending the task cancelled would make
+            # Python 3.11's asyncio.streams log a CancelledError traceback (it calls
+            # task.exception() on it); this task is ours and nobody awaits its result.
+            writer.close()
         except Exception:  # a bug must cost one connection, not the balancer
             log.exception("connection from %s failed", writer.get_extra_info("peername"))
         finally:

@@ -45,11 +45,13 @@ class SessionId:
         return cls(new_base(), node, route)
 
     @classmethod
-    def parse(cls, text: str) -> SessionId:
-        """Parse a client-sent id. Raises InvalidSessionId for anything off the strict pattern."""
+    def parse(cls, text: str, *, remember: bool = True) -> SessionId:
+        """Parse a client-sent id. Raises InvalidSessionId for anything off the strict pattern.
+        Valid ids are remembered (a bounded cache); bulk parsing, such as a scan of a node's
+        keys, passes `remember=False` so it does not push out the ids of live requests."""
         if not isinstance(text, str) or len(text) > MAX_ID_LENGTH:
             raise InvalidSessionId("session id is not a string of at most 130 characters")
-        if cls is SessionId:
+        if cls is SessionId and remember:
             return _parse(text)
         return _parse_uncached(cls, text)
 
