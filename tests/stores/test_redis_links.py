@@ -16,10 +16,10 @@ from support.redis_servers import client, redis_server
 from support.servers import HOST, ServerProcess
 
 
-@pytest.fixture
-def link(redis_single: ServerProcess) -> Iterator[DirectLink]:
+@pytest.fixture(params=[0.0, 0.0005], ids=["blocking", "busy-poll"])
+def link(redis_single: ServerProcess, request: pytest.FixtureRequest) -> Iterator[DirectLink]:
     pool = redis.ConnectionPool(host=HOST, port=redis_single.port, protocol=2, socket_timeout=2)
-    yield DirectLink(pool)
+    yield DirectLink(pool, busy_poll=request.param)
     pool.disconnect()
 
 
