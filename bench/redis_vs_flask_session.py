@@ -8,8 +8,9 @@ it (the common case: a logged-in user browsing). Flask's test client drives them
 (one client, cookies kept), so the figures are the per-request cost of each session layer plus
 its Redis round trips. Flask-Session gets a default `redis.Redis` client, as its docs show. pymsm runs as the WSGI middleware around the Flask app (the Flask adapter
 is built on another branch); the view reads `request.environ["pymsm.session"]`. Rounds alternate
-between the two; the report gives medians, the ratio, and Redis commands per request from
-`INFO commandstats` deltas.
+between the two; the report gives medians, the ratio, and per request the commands each client
+sent (from MONITOR, without the calls scripts make) and the commands Redis executed (`INFO
+commandstats` deltas, which count a script's own GET and SET too).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from flask import Flask, request
 from flask import session as flask_session
 
 from pymsm.adapters.wsgi import SessionMiddleware
+from pymsm.manager import SessionManager
+from pymsm.stores.redis import RedisStore
 
 
 def free_port() -> int:
@@ -52,7 +55,7 @@ def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit(f"redis-server did not start on port {port}")
 
 
-def pymsm_app(port: int) -> Any:
+def pymsm_app(port: int, busy_poll: float = 0.0) -> Any:
     app = Flask("pymsm_bench")
 
     @app.get("/")
@@ -65,7 +68,13 @@ def pymsm_app(port: int) -> Any:
     def read() -> str:
         return str(request.environ["pymsm.session"].get("n", 0))
 
-    app.wsgi_app = SessionMiddleware(app.wsgi_app, memcached_nodes=f"redis://127.0.0.1:{port}/0")
+    url = f"redis://127.0.0.1:{port}/0"
+    if not busy_poll:
+        app.wsgi_app = SessionMiddleware(app.wsgi_app, memcached_nodes=url)
+        return app
+    store = RedisStore(url, busy_poll=busy_poll)  # opt-in, store-level only (see docs/redis.md)
+    manager = SessionManager(memcached_nodes=url, stores={"default": store})
+    app.wsgi_app = SessionMiddleware(app.wsgi_app, manager=manager)
     return app
 
 
@@ -111,30 +120,59 @@ def commands(port: int) -> int:
 
 
 def per_request_commands(app: Any, port: int, path: str, requests: int = 200) -> float:
+    """Commands Redis executed per request, as INFO commandstats counts them: a Lua script's
+    own GET and SET count besides its EVALSHA."""
     before = commands(port)
     run_round(app, requests, path)
     return (commands(port) - before - 1) / requests  # less the request creating the session
+
+
+def per_request_round_trips(app: Any, port: int, path: str, requests: int = 200) -> float:
+    """Commands the client sent per request (each waited for or not), from MONITOR: the lines
+    of scripts' own calls (`[0 lua]`) are left out. MONITOR slows the server, so this runs
+    apart from the timed rounds."""
+    monitor = redis.Redis(port=port).monitor()
+    with monitor:
+        run_round(app, requests, path)
+        redis.Redis(port=port).echo("pymsm-bench-end")
+        sent = 0
+        while True:
+            event = monitor.next_command()
+            if event["command"] == "ECHO pymsm-bench-end":
+                break
+            if event.get("client_type") != "lua":
+                sent += 1
+    return (sent - 1) / requests  # less the request creating the session
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--busy-poll",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="also run pymsm with RedisStore(busy_poll=US microseconds); 0: leave it out",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         process, port = start_redis(workdir)
         try:
-            report(port, args.requests, args.rounds)
+            report(port, args.requests, args.rounds, args.busy_poll / 1e6)
         finally:
             process.terminate()
             process.wait(5)
 
 
-def report(port: int, requests: int, rounds: int) -> None:
+def report(port: int, requests: int, rounds: int, busy_poll: float) -> None:
     apps: dict[str, Callable[[int], Any]] = {
         "pymsm": pymsm_app,
         "flask-session": flask_session_app,
     }
+    if busy_poll:
+        apps["pymsm busy-poll"] = lambda port: pymsm_app(port, busy_poll)
     built = {name: make(port) for name, make in apps.items()}
     print(f"redis-server on 127.0.0.1:{port}; {rounds} rounds of {requests} requests, one client")
     for path, label in (("/", "counter (writes)"), ("/read", "read only")):
@@ -148,12 +186,16 @@ def report(port: int, requests: int, rounds: int) -> None:
         print(f"{label}:")
         for name, app in built.items():
             medians[name] = statistics.median(times[name]) / requests * 1e6
-            trips = per_request_commands(app, port, path)
+            executed = per_request_commands(app, port, path)
+            sent = per_request_round_trips(app, port, path)
             print(
-                f"  {name:14} median {medians[name]:7.1f} us/request, {trips:.1f} Redis commands/request"
+                f"  {name:16} median {medians[name]:7.1f} us/request, {sent:.1f} commands sent"
+                f" and {executed:.1f} executed by Redis per request"
             )
-        ratio = medians["flask-session"] / medians["pymsm"]
-        print(f"  pymsm/Flask-Session speed ratio: {ratio:.2f}x")
+        for name in medians:
+            if name.startswith("pymsm"):
+                ratio = medians["flask-session"] / medians[name]
+                print(f"  {name}/Flask-Session speed ratio: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -213,3 +214,17 @@ def test_a_hung_server_raises_store_timeout_async(silent_port: int) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_busy_poll_still_times_out_on_a_hung_server(silent_port: int) -> None:
+    store = RedisStore(f"redis://{HOST}:{silent_port}/0", 0.2, busy_poll=0.001)
+    started = time.monotonic()
+    with pytest.raises(StoreTimeout, match=r"did not answer in 0.2s"):
+        store.get_many(["k"])
+    assert time.monotonic() - started < 1.0  # one timeout (the socket's), never retried
+    store.close()
+
+
+def test_busy_poll_is_checked() -> None:
+    with pytest.raises(ConfigError, match="busy_poll must be 0"):
+        RedisStore(f"redis://{HOST}:1/0", busy_poll=-1)
