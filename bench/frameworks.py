@@ -3,7 +3,8 @@ and pymsm (two memcached nodes with backup, non-sticky), measured with wrk in on
 
 The app changes the session on every request (a counter); each wrk connection keeps its own
 session (one connection per wrk thread; the Lua script stores the Set-Cookie per thread).
-WSGI apps run on gunicorn with 4 sync workers, FastAPI on uvicorn with 4 workers. Prints the
+WSGI apps run on gunicorn with 4 sync workers, FastAPI on uvicorn with 4 workers on uvloop
+(on asyncio's loop, uvicorn's `--workers` leaves TCP_NODELAY off: see `keepalive_ms`). Prints the
 median of `--rounds` rounds (variants interleaved) of req/s, p50, p99 and the app's CPU time per
 request (server process tree, from /proc), and each variant's ratio to the same framework with
 no session and to the peer.
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +61,14 @@ PEER = {"flask": "flask-session", "django": "cache", "fastapi": "starsessions"}
 def server_argv(framework: str) -> list[str]:
     python = sys.executable
     if framework == "fastapi":
-        return [python, "-m", "uvicorn", "--app-dir", str(BENCH / "apps"), "--workers", "4"]
+        # uvloop sets TCP_NODELAY on every accepted socket; asyncio only when the listening
+        # socket says IPPROTO_TCP, and the one uvicorn binds for --workers says 0
+        # (Kludex/uvicorn#3149): each keep-alive response's body then waits ~40 ms for wrk's
+        # delayed ACK, whatever the session.
+        return [
+            *(python, "-m", "uvicorn", "--app-dir", str(BENCH / "apps")),
+            *("--workers", "4", "--loop", "uvloop"),
+        ]
     app = "flask_bench:app" if framework == "flask" else "django_bench:application"
     return [python, "-m", "gunicorn", "-w", "4", "--chdir", str(BENCH / "apps"), app]
 
@@ -76,6 +85,45 @@ def start_app(framework: str, env: dict[str, str]) -> ServerProcess:
     server = ServerProcess(argv).start()
     time.sleep(1.0)  # let every worker boot
     return server
+
+
+def keepalive_ms(port: int, requests: int = 6) -> float:
+    """Median ms of the requests after the first on one keep-alive connection (new connection
+    when the server closes it, as gunicorn's sync workers do). ~40 ms means a Nagle/delayed-ACK
+    stall, not app time: the run stops rather than report it as session cost."""
+    times: list[float] = []
+    sock: socket.socket | None = None
+    try:
+        for i in range(requests):
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", port))
+            start = time.perf_counter()
+            sock.sendall(b"GET /count HTTP/1.1\r\nHost: bench\r\n\r\n")
+            head, body = _read_head(sock)
+            length = int(head.get("content-length", "0"))
+            while len(body) < length:
+                body += sock.recv(65536)
+            if i:
+                times.append((time.perf_counter() - start) * 1000)
+            if head.get("connection") == "close":
+                sock.close()
+                sock = None
+    finally:
+        if sock is not None:
+            sock.close()
+    return statistics.median(times)
+
+
+def _read_head(sock: socket.socket) -> tuple[dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection mid-response")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}, body
 
 
 def tree_cpu(pid: int) -> float:
@@ -121,6 +169,13 @@ def measure(
     try:
         assert server.process is not None
         wrk(server.port, 1.0, args.connections, args.script)  # warm-up
+        stall = keepalive_ms(server.port)
+        if stall > 20:
+            sys.exit(
+                f"{framework}/{variant}: {stall:.0f} ms per keep-alive request with no load: "
+                "a Nagle/delayed-ACK stall (TCP_NODELAY off on the server's sockets), not "
+                "session cost; see server_argv"
+            )
         cpu = tree_cpu(server.process.pid)
         result = wrk(server.port, args.duration, args.connections, args.script)
         result["cpu_us"] = (tree_cpu(server.process.pid) - cpu) / result["requests"] * 1e6

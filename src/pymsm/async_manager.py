@@ -147,5 +147,13 @@ class AsyncSessionManager(_Base):
             await self.run(flows.delete(self.context(), sid))
 
     async def close(self) -> None:
+        """Close every store's connections (a store reconnects when used again). One failing
+        does not leave the others open: the first error is raised once all were tried."""
+        errors: list[Exception] = []
         for store in self.stores.values():
-            await store.close()
+            try:
+                await store.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+import uvloop
 
 from pymsm.core.nodes import Node
 from pymsm.exceptions import ItemTooLarge, StoreUnavailable
@@ -116,3 +119,34 @@ def test_store_follows_a_new_event_loop(memcached_nodes: Nodes) -> None:
 
     asyncio.run(write())
     assert asyncio.run(read()) == {"a": b"1"}
+
+
+class Proto0Resolver(asyncio.SelectorEventLoop):
+    """A loop whose resolver reports protocol 0, as macOS's getaddrinfo does: asyncio then leaves
+    TCP_NODELAY off on the sockets it connects."""
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> list[Any]:
+        infos = await super().getaddrinfo(*args, **kwargs)
+        return [(family, kind, 0, name, address) for family, kind, _, name, address in infos]
+
+
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, Proto0Resolver, uvloop.new_event_loop]
+)
+def test_connections_have_tcp_nodelay(
+    memcached_nodes: Nodes, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """Nagle would hold a command written after a noreply one until memcached's delayed ACK."""
+    store = AsyncMemcachedStore(Node("n1", "localhost", memcached_nodes(1)[0].port))
+
+    async def scenario() -> int:
+        await store.set("k", b"v", 60, noreply=True)
+        assert await store.get_many(["k"]) == {"k": b"v"}
+        assert store._conn is not None
+        sock = store._conn.writer.get_extra_info("socket")
+        nodelay: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await store.close()
+        return nodelay
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(scenario()) == 1

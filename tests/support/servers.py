@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -167,3 +168,16 @@ def gunicorn_app(
         ]
 
     return ServerProcess(argv, name=name, env=env)
+
+
+async def curr_connections(address: str) -> int:
+    """A memcached server's `curr_connections` (open client connections, the asking one too)."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"stats\r\n")
+        stats = (await reader.readuntil(b"END\r\n")).decode()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return next(int(line.split()[2]) for line in stats.splitlines() if " curr_connections " in line)

@@ -4,12 +4,18 @@
 Loading cannot be lazy in async code, so the session is loaded before the app runs, except for
 paths matching `request_uri_ignore_pattern`. It is written before `http.response.start` goes out
 (a redirect right after login never reads stale data), and again when the body is done if a
-streaming app changed it meanwhile. Lifespan and other non-http scopes pass through; websocket
-connections get the session loaded at connect, read-only.
+streaming app changed it meanwhile. Websocket connections get the session loaded at connect,
+read-only.
+
+Lifespan messages pass through unchanged; when the app reports its shutdown done (or failed), the
+stores' connections are closed first, so the app's own shutdown handlers can still use them.
+Nothing depends on lifespan: with none (`uvicorn --lifespan off`) connections open on first use
+and end with the process.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,6 +30,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger("pymsm")
+SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 
 
 class SessionMiddleware:
@@ -39,6 +47,9 @@ class SessionMiddleware:
         self.manager = manager or AsyncSessionManager(config, **settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_at_shutdown(send))
+            return
         if scope["type"] not in ("http", "websocket") or self.manager.ignores(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -56,6 +67,22 @@ class SessionMiddleware:
             await self._serve(session, sent, scope, receive, send)
         finally:
             await manager.release(session)  # the lock, if the locking mode took one
+
+    def _closing_at_shutdown(self, send: Send) -> Send:
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in SHUTDOWN_DONE:
+                await self._close_stores()
+            await send(message)
+
+        return send_wrapper
+
+    async def _close_stores(self) -> None:
+        """After the app's shutdown handlers, before the server hears the shutdown is done. A
+        store that fails to close is logged: the server's shutdown goes on."""
+        try:
+            await self.manager.close()
+        except Exception:
+            log.warning("pymsm: closing the session stores at shutdown failed", exc_info=True)
 
     async def _serve(
         self, session: Session, sent: str | None, scope: Scope, receive: Receive, send: Send
