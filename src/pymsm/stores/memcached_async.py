@@ -161,9 +161,13 @@ class AsyncMemcachedStore:
         return await self._call(command, None if noreply else _status) == b"TOUCHED"
 
     async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            # the socket closes on the loop's next turn: wait, so "closed" means closed (a
+            # reset or broken pipe while closing is the end we wanted anyway)
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
 
     # -- helpers ----------------------------------------------------------------------------------
 
