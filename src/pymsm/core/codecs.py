@@ -89,6 +89,7 @@ def _untag(obj: dict[str, Any]) -> Any:
 _JSON_DECODER = json.JSONDecoder(object_hook=_untag)
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _FLAT = frozenset(_PLAIN)  # exact types whose values need no tag
+_STR = frozenset((str,))
 
 
 def _flat(attributes: Attributes) -> bool:
@@ -96,8 +97,8 @@ def _flat(attributes: Attributes) -> bool:
     dict whose key starts with a space needs the escape: the walk handles it.)"""
     return (
         len(attributes) != 1
-        and all(type(k) is str for k in attributes)
-        and all(type(v) in _FLAT for v in attributes.values())
+        and set(map(type, attributes)) <= _STR  # (map/set run in C: half the time of all())
+        and _FLAT.issuperset(map(type, attributes.values()))
     )
 
 

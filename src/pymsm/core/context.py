@@ -35,11 +35,11 @@ class Keys:
 
     @classmethod
     def of(cls, prefix: str, sid: SessionId) -> Keys:
-        return _keys(prefix, sid) if cls is Keys else cls._build(prefix, sid)
+        return _keys(prefix, str(sid)) if cls is Keys else cls._build(prefix, str(sid))
 
     @classmethod
-    def _build(cls, prefix: str, sid: SessionId) -> Keys:
-        key = prefix + str(sid)
+    def _build(cls, prefix: str, sid: str) -> Keys:
+        key = prefix + sid
         return cls(key, "validity:" + key, "bak:" + key, "bak:validity:" + key)
 
     @property
@@ -91,7 +91,10 @@ class Context:
         """The next node in the ring that is up, or None (one node, or no other is up)."""
         if not self.nodes.has_ids:
             return None
-        return next((n for n in self.nodes.after(primary) if self.up(n)), None)
+        for node in self.nodes.after(primary):
+            if self.up(node):
+                return node
+        return None
 
     def choose_node(self, exclude: frozenset[str] = frozenset()) -> str | None:
         """A random live primary node; a failover node only when no primary is up."""
@@ -123,8 +126,9 @@ class Context:
 
 
 @lru_cache(maxsize=4096)
-def _keys(prefix: str, sid: SessionId) -> Keys:
-    """A request builds its session's keys several times (load, save, backup): once is enough."""
+def _keys(prefix: str, sid: str) -> Keys:
+    """A request builds its session's keys several times (load, save, backup): once is enough.
+    Keyed by the id's text, whose hash Python caches (a SessionId hashes its fields each time)."""
     return Keys._build(prefix, sid)
 
 

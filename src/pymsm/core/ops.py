@@ -1,6 +1,10 @@
 """The store operations flows yield. A driver runs each on the store of `op.node` and sends back
 the result, or the StoreError it raised (flows decide what a failure means; stores never do).
-`Sleep` is the one operation that is not a store call: drivers carry it out themselves."""
+`Sleep` is the one operation that is not a store call: drivers carry it out themselves.
+
+Operations are plain (not frozen) dataclasses: a request builds several, and a frozen
+dataclass's __init__ costs three times as much; nothing keeps or shares them after the driver
+ran them."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Get:
     """Multi-get in one round trip -> {key: value} for the keys present."""
 
@@ -17,7 +21,7 @@ class Get:
     keys: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Set:
     """Store unconditionally -> None. `noreply` does not wait (and cannot see errors)."""
 
@@ -28,7 +32,7 @@ class Set:
     noreply: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Add:
     """Store only if absent -> bool (stored)."""
 
@@ -38,7 +42,7 @@ class Add:
     ttl: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Replace:
     """Store only if present -> bool (stored). A session deleted meanwhile is not resurrected."""
 
@@ -48,7 +52,7 @@ class Replace:
     ttl: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete:
     """Delete -> bool (was present); None with noreply."""
 
@@ -57,7 +61,7 @@ class Delete:
     noreply: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Touch:
     """Set a new lifetime -> bool (was present); None with noreply."""
 
@@ -67,7 +71,7 @@ class Touch:
     noreply: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gets:
     """Multi-get with CAS tokens -> {key: (value, token)} for the keys present."""
 
@@ -75,7 +79,7 @@ class Gets:
     keys: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cas:
     """Store only if the key still has `token` -> True stored, False changed meanwhile, None
     absent (deleted meanwhile: never resurrected)."""
@@ -87,7 +91,7 @@ class Cas:
     token: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteIf:
     """Delete only while the key holds exactly `value` (a lock's owner token) -> bool."""
 
@@ -96,7 +100,7 @@ class DeleteIf:
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     """Not a store operation: the driver sleeps (time.sleep or asyncio.sleep) and sends back its
     clock (seconds since the epoch) afterwards, so flows can wait without doing I/O."""
