@@ -256,3 +256,21 @@ def test_async_local_locks() -> None:
         return order
 
     assert asyncio.run(main()) == ["a in", "a out", "b in", "b out"]
+
+
+def test_a_backup_node_that_missed_the_logout_does_not_bring_it_back() -> None:
+    """The backup node was away during the logout: it kept its backup copy and got no
+    tombstone. The primary's tombstone still stops the refill."""
+    mgr, stores = manager()
+    sid = created(mgr, user="ann")
+    home = sid.rsplit("-", 1)[1]
+    other = "n2" if home == "n1" else "n1"
+    kept = dict(stores[other].items)
+    session = mgr.load(sid)
+    session.invalidate()
+    mgr.save(session)
+    stores[other].items.clear()
+    stores[other].items.update(kept)  # as it was before the logout: backup copy, no tombstone
+    assert ("tomb:" + sid) in stores[home].items and ("bak:" + sid) in stores[other].items
+    assert mgr.load(sid).load_status == "missing"
+    assert sid not in stores[home].items  # not refilled

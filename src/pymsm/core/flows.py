@@ -70,15 +70,15 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
     errors: list[str] = []
     primary_reachable = False
     if ctx.up(primary):
-        found, token = yield from _read(ctx, primary, (keys.record, keys.validity, keys.tomb))
+        # record + validity only: the tombstone matters only when a backup copy is about to be
+        # used (below), so the common request reads two keys, not three
+        found, token = yield from _read(ctx, primary, (keys.record, keys.validity))
         if _failed(found):
             errors.append(f"{primary}: {found}")
         elif keys.record in found:
             loaded = yield from _open(ctx, sid, found[keys.record], found.get(keys.validity), keys)
             loaded.token = token
             return loaded
-        elif keys.tomb in found:
-            return Loaded("missing", reason="invalidated")
         else:
             primary_reachable = True
     else:
@@ -106,6 +106,13 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
         if loaded.status != "found":
             return loaded
         if primary_reachable:
+            # the primary answered without the record: it restarted, or a logout deleted the
+            # session; its tombstone tells, also when this node missed the logout (was down)
+            tomb = yield from _run(Get(primary, (keys.tomb,)))
+            if _failed(tomb):
+                return _nothing([f"{primary}: {tomb}"])  # refill nothing we cannot check
+            if keys.tomb in tomb:
+                return Loaded("missing", reason="invalidated")
             yield from _refill(ctx, sid, primary, found[keys.backup], loaded)
             return loaded
         return (yield from _rehome(ctx, sid, node, loaded))

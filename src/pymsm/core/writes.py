@@ -211,9 +211,10 @@ def delete(ctx: Context, sid: SessionId) -> Flow[None]:
     """Delete every copy: the record (waiting, so the next request cannot read it), validity,
     and the backup keys on every node a load would look at.
 
-    A tombstone goes first on each of those nodes: a load that finds the tombstone and no record
-    stops there, so an in-flight request cannot refill or re-home the session from a backup
-    copy (or from a backup written after this delete). It lives as long as a record could."""
+    A tombstone goes first on each of those nodes: a load that finds no record checks them
+    before it uses a backup copy (flows.load), so an in-flight request cannot refill or re-home
+    the session from a backup copy (or from a backup written after this delete). It lives as
+    long as a record could."""
     primary = ctx.node_of(sid)
     if primary is None:
         return
