@@ -89,3 +89,48 @@ def test_decoder_raises_only_record_errors(data: bytes) -> None:
 def test_json_decoder_raises_only_record_errors(data: bytes) -> None:
     with contextlib.suppress(RecordError):
         JsonCodec().decode(data)
+
+
+_TAG_LIKE_KEYS = st.sampled_from([" dt", " d", " u", " dec", " b", " s", " fs", " t", " di", " x"])
+_INTS = st.integers(-(2**63), 2**64 - 1)  # msgpack's range (json has none: see the test below)
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | _INTS
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+    | st.datetimes()
+    | st.dates()
+    | st.uuids()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.frozensets(_INTS)
+    | st.sets(st.text())
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_TAG_LIKE_KEYS | st.text(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(), MsgpackCodec()])
+@given(data=st.dictionaries(_TAG_LIKE_KEYS | st.text(), _VALUES, max_size=3))
+def test_attributes_round_trip_even_with_keys_that_look_like_tags(codec: Any, data: Any) -> None:
+    """A stored {" dt": "2020-01-01"} stays a dict of a string (it once came back a datetime,
+    and a top-level one made the whole session unreadable)."""
+    assert codec.decode(codec.encode(data)) == data
+
+
+def test_json_reads_the_escape_written_before_the_pair_form() -> None:
+    assert JsonCodec().decode(b'{"a":{" di":{" x":1}}}') == {"a": {" x": 1}}
+
+
+def test_msgpack_refuses_integers_beyond_64_bits_with_a_codec_error() -> None:
+    with pytest.raises(CodecError, match="64-bit"):
+        MsgpackCodec().encode({"n": 2**64})
+    assert JsonCodec().decode(JsonCodec().encode({"n": 2**64})) == {"n": 2**64}

@@ -45,7 +45,10 @@ _TAGS: list[tuple[str, type, Callable[[Any], Any], Callable[[Any], Any]]] = [
     (" t", tuple, lambda v: [_tag(x) for x in v], tuple),
 ]
 _FROM_TAG = {tag: load for tag, _, _, load in _TAGS}
-_ESCAPE = " di"  # a real one-key dict whose key starts with a space
+# A real one-key dict whose key starts with a space is stored as {" di": [key, value]}: as a
+# pair, not as the dict itself, since the JSON decoder's hook sees inner objects first and would
+# take a stored {" dt": "2020-01-01"} for a tagged datetime before seeing the escape around it.
+_ESCAPE = " di"
 
 
 def _tag(value: Any) -> Any:
@@ -53,8 +56,10 @@ def _tag(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         tagged = {_check_key(k): _tag(v) for k, v in value.items()}
-        if len(tagged) == 1 and next(iter(tagged)).startswith(" "):
-            return {_ESCAPE: tagged}
+        if len(tagged) == 1:
+            ((key, item),) = tagged.items()
+            if key.startswith(" "):
+                return {_ESCAPE: [key, item]}
         return tagged
     if isinstance(value, list):
         return [_tag(v) for v in value]
@@ -77,7 +82,11 @@ def _untag(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
         ((key, value),) = obj.items()
         if key == _ESCAPE:
-            return value
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                return {value[0]: value[1]}
+            if isinstance(value, dict):
+                return value  # written before 2026-11-21: the dict itself
+            raise ValueError(f"malformed escaped object {value!r:.40}")
         load = _FROM_TAG.get(key)
         if load is not None:
             return load(value)
@@ -96,9 +105,9 @@ def _flat(attributes: Attributes) -> bool:
     """Session dicts are mostly str keys to plain values: those need no tagging walk. (A one-key
     dict whose key starts with a space needs the escape: the walk handles it.)"""
     return (
-        len(attributes) != 1
-        and set(map(type, attributes)) <= _STR  # (map/set run in C: half the time of all())
+        set(map(type, attributes)) <= _STR  # (map/set run in C: half the time of all())
         and _FLAT.issuperset(map(type, attributes.values()))
+        and (len(attributes) != 1 or not next(iter(attributes)).startswith(" "))
     )
 
 
@@ -136,7 +145,13 @@ class MsgpackCodec:
 
     def encode(self, attributes: Attributes) -> bytes:
         # msgpack has no native set/tuple/datetime: reuse the JSON tagging, which is lossless
-        data: bytes = self._msgpack.packb(_tag(attributes), use_bin_type=True)
+        try:
+            data: bytes = self._msgpack.packb(_tag(attributes), use_bin_type=True)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise CodecError(
+                f"the msgpack codec cannot store this session: {exc} (msgpack integers are "
+                "64-bit); store smaller values, or choose codec='json'"
+            ) from exc
         return data
 
     def decode(self, data: bytes) -> Attributes:
