@@ -325,3 +325,36 @@ def test_a_changed_request_writes_no_validity_its_record_carries_the_access_time
     assert manager.load(sid).last_accessed == pytest.approx(clock.now, abs=0.01)
     clock.now += 601
     assert manager.load(sid).load_status == "expired"
+
+
+def test_a_record_written_while_its_backup_node_was_dead_gets_its_backup_when_it_returns(
+    clock: Clock,
+) -> None:
+    """Two nodes: a change saved while the other node is dead has no backup copy anywhere.
+    Once the node's dead time is over, the next request (even an unchanged one) rewrites the
+    record with its backup, which also probes the node."""
+    manager, stores = cluster(clock, node_dead_timeout=10)
+    sid = stored_session(manager, n=0)
+    home = sid.split("-")[1]
+    other = "n2" if home == "n1" else "n1"
+    stores[other].down = True
+    for n in (1, 2, 3):  # the backup writes fail and mark the node dead
+        session = manager.load(sid)
+        session["n"] = n
+        assert manager.save(session).status == "stored"
+    assert not manager.health.is_up(other, clock())
+    clock.now += 0.001
+    session = manager.load(sid)
+    session["n"] = 4  # written while the node is dead: no backup copy
+    manager.save(session)
+    stores[other].down = False
+    stores[other].items.clear()  # it comes back empty
+    backup = Keys.of("", session.sid).backup
+    clock.now += 1
+    assert manager.save(manager.load(sid)).status == "unchanged"  # still dead: nothing to do
+    assert backup not in stores[other].items
+    clock.now += 10  # its dead time is over
+    assert manager.save(manager.load(sid)).status == "stored"
+    assert manager.health.describe(other, clock()) == "healthy"
+    stores[home].down = True  # the refilled copy serves once the home node is gone
+    assert manager.load(sid)["n"] == 4

@@ -59,3 +59,15 @@ def test_a_success_resets_the_failure_count() -> None:
     health.succeeded("n1", 0)
     health.failed("n1", 1)
     assert health.is_up("n1", 1)
+
+
+def test_probe_due_only_after_the_dead_time_and_until_someone_probes() -> None:
+    health = Health(max_failures=1, dead_timeout=10)
+    assert not health.probe_due("n1", 0)
+    health.failed("n1", 100)
+    assert not health.probe_due("n1", 105)  # still dead
+    assert health.probe_due("n1", 110)
+    assert health.available("n1", 110)  # this request takes the probe
+    assert not health.probe_due("n1", 110)
+    health.succeeded("n1", 111)
+    assert not health.probe_due("n1", 200)

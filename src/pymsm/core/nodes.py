@@ -181,6 +181,7 @@ class Health:
         self.dead_timeout = dead_timeout
         self._states: dict[str, _State] = {}
         self.last_change = 0.0  # the latest `changed_at` of any node: a cheap "nothing since"
+        self._dead: set[str] = set()  # nodes marked dead and not seen answering since
 
     def _state(self, node_id: str) -> _State:
         state = self._states.get(node_id)
@@ -213,6 +214,7 @@ class Health:
             return
         if state.dead_until:
             state.changed_at = self.last_change = now
+            self._dead.discard(node_id)
         state.failures, state.dead_until, state.probing = 0, 0.0, False
 
     def failed(self, node_id: str, now: float) -> None:
@@ -222,6 +224,14 @@ class Health:
         state.changed_at = self.last_change = now  # writes may have been lost: refill sessions
         if state.dead_until or state.failures >= self.max_failures:
             state.dead_until = now + self.dead_timeout
+            self._dead.add(node_id)
+
+    def probe_due(self, node_id: str, now: float) -> bool:
+        """Dead, its dead time over, and nobody probing it yet: the next use finds out."""
+        if not self._dead:
+            return False  # the common case: no node is marked dead
+        state = self._states.get(node_id)
+        return state is not None and 0.0 < state.dead_until <= now and not state.probing
 
     def changed_at(self, node_id: str) -> float:
         """When the node last failed or came back (0 if never seen failing)."""

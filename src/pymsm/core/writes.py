@@ -86,6 +86,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         and primary is not None
         and ctx.up(primary)
         and not _needs_rewrite(ctx, record, primary)
+        and not _backup_node_due(ctx, primary)
     ):
         if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
             return Saved("unchanged")  # the stored access time is recent enough: no write
@@ -134,6 +135,17 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
         return False  # no node failed or came back since: the common case, no per-node look
     changed_at = ctx.health.changed_at
     return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
+
+
+def _backup_node_due(ctx: Context, primary: str) -> bool:
+    """A node of the backup window is dead and due for a probe: a record written while it was
+    dead has no backup copy there (with two nodes, none at all), and nothing else sends it a
+    request of this session's, so the save rewrites the record and its backup, which probes
+    the node. (Not in sticky mode: it writes no backup copies to refill.)"""
+    if not ctx.nodes.has_ids:
+        return False
+    due = ctx.health.probe_due
+    return any(due(n, ctx.now) for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
 
 
 def _store(
