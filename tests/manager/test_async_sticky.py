@@ -5,7 +5,6 @@ app1 keeps its sessions on n2 and lists n1 as failover node, app2 the other way 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,24 +12,13 @@ from typing import Any
 import pytest
 
 from pymsm import AsyncSessionManager
-from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
 from pymsm.stores.memcached_async import AsyncMemcachedStore
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
+from support.sticky_memory import NODES, calls, cookie_after, put, sticky_settings, stored_data
 
-NODES = "n1:127.0.0.1:1,n2:127.0.0.1:2"
 Work = Callable[[Session], Any]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def stores(clock: Clock) -> dict[str, MemoryStore]:
-    return {name: MemoryStore(name, clock) for name in ("n1", "n2")}
 
 
 def app(
@@ -40,16 +28,9 @@ def app(
     wrap: Callable[[MemoryStore], AsyncMemoryStore] = AsyncMemoryStore,
     **settings: Any,
 ) -> AsyncSessionManager:
-    failover = {"app1": "n1", "app2": "n2"}.get(route, "")
+    async_stores = {name: wrap(store) for name, store in stores.items()}
     return AsyncSessionManager(
-        stores={name: wrap(store) for name, store in stores.items()},
-        clock=clock,
-        memcached_nodes=NODES,
-        failover_nodes=failover,
-        sticky=True,
-        route=route,
-        max_inactive_interval=600,
-        **settings,
+        stores=async_stores, clock=clock, **sticky_settings(route), **settings
     )
 
 
@@ -60,33 +41,12 @@ async def request(
     session = await manager.load(cookie)
     work(session)
     await manager.save(session)
-    header = manager.set_cookie(session, cookie)
-    if header is not None:
-        cookie = header.split(";")[0].partition("=")[2] or None
     await manager.release(session)
-    return session, cookie
-
-
-def put(key: str, value: Any) -> Work:
-    return lambda s: s.__setitem__(key, value)
+    return session, cookie_after(manager, session, cookie)
 
 
 def bump(s: Session) -> None:
     s["n"] += 1
-
-
-def calls(stores: dict[str, MemoryStore]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for store in stores.values():
-        for op, n in store.calls.items():
-            total[op] = total.get(op, 0) + n
-        store.calls.clear()
-    return total
-
-
-def stored_data(store: MemoryStore, sid: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(RecordFormat().decode(store.items[sid][0]).payload)
-    return data
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
