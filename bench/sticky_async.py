@@ -1,5 +1,5 @@
 """Per-request cost of an unchanged 10 KB session in AsyncSessionManager: sticky vs non-sticky,
-same memcached cluster (the asyncio twin of bench/sticky.py, whose memcached start it reuses).
+same memcached cluster (the asyncio twin of bench/sticky.py, whose cluster start and options it reuses).
 
 In-process, no HTTP: each request loads the session, reads one attribute, saves and builds the
 cookie header, as the ASGI middleware does; one request at a time on one event loop. Two
@@ -11,14 +11,13 @@ ratio sticky / non-sticky.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import statistics
 import time
 from typing import Any
 
-from sticky import start_memcached
+from sticky import arguments, memcached_cluster
 
 from pymsm import AsyncSessionManager
 
@@ -64,25 +63,16 @@ async def run(nodes: str, requests: int, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    servers = [start_memcached() for _ in range(2)]
-    nodes = ",".join(f"n{i + 1}:127.0.0.1:{port}" for i, (_, port) in enumerate(servers))
-    try:
+    args = arguments(__doc__ or "")
+    with memcached_cluster() as nodes:
         medians = asyncio.run(run(nodes, args.requests, args.rounds))
-        for name, median in medians.items():
-            print(
-                f"{name:>17}: {median * 1e6:7.1f} us/request "
-                f"(median of {args.rounds} rounds x {args.requests})"
-            )
-        ratio = medians["async sticky"] / medians["async non-sticky"]
-        print(f"async sticky / async non-sticky = {ratio:.2f}")
-    finally:
-        for process, _ in servers:
-            process.terminate()
-            process.wait(5)
+    for name, median in medians.items():
+        print(
+            f"{name:>17}: {median * 1e6:7.1f} us/request "
+            f"(median of {args.rounds} rounds x {args.requests})"
+        )
+    ratio = medians["async sticky"] / medians["async non-sticky"]
+    print(f"async sticky / async non-sticky = {ratio:.2f}")
 
 
 if __name__ == "__main__":

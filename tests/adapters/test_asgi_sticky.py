@@ -15,26 +15,15 @@ import httpx
 import pytest
 from pymemcache.client.base import Client
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from pymsm.adapters.asgi import SessionMiddleware
+from pymsm.adapters.asgi import Message, SessionMiddleware
 from pymsm.core.records import RecordFormat
+from support.asgi_routes import client, count, logout
 from support.servers import HOST, ServerProcess
 
 pytestmark = pytest.mark.integration
 Nodes = Callable[[int], list[ServerProcess]]
-
-
-async def count(request: Request) -> Response:
-    request.session["count"] = request.session.get("count", 0) + 1
-    return JSONResponse({"count": request.session["count"]})
-
-
-async def logout(request: Request) -> Response:
-    request.session.clear()
-    return PlainTextResponse("bye")
 
 
 def sticky_app(servers: list[ServerProcess], route: str, **settings: Any) -> SessionMiddleware:
@@ -45,10 +34,6 @@ def sticky_app(servers: list[ServerProcess], route: str, **settings: Any) -> Ses
     return SessionMiddleware(
         app, memcached_nodes=nodes, failover_nodes=failover, sticky=True, route=route, **settings
     )
-
-
-def client(app: SessionMiddleware) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 
 def memcached(server: ServerProcess) -> closing[Client]:
@@ -72,10 +57,10 @@ async def shut_down(app: SessionMiddleware) -> None:
     """Run the ASGI lifespan protocol to its shutdown (the middleware closes the manager)."""
     messages: list[str] = []
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return {"type": "lifespan.startup" if not messages else "lifespan.shutdown"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         messages.append(message["type"])
 
     await app({"type": "lifespan"}, receive, send)
