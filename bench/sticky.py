@@ -19,7 +19,8 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pymsm import SessionManager
@@ -61,6 +62,26 @@ def start_memcached() -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("memcached did not start")
 
 
+@contextmanager
+def memcached_cluster(count: int = 2) -> Iterator[str]:
+    """Start `count` memcached nodes on loopback; yields `memcached_nodes` for them."""
+    servers = [start_memcached() for _ in range(count)]
+    try:
+        yield ",".join(f"n{i + 1}:127.0.0.1:{port}" for i, (_, port) in enumerate(servers))
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(5)
+
+
+def arguments(doc: str) -> argparse.Namespace:
+    """--requests and --rounds, with the defaults of every sticky benchmark."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    return parser.parse_args()
+
+
 def manager(nodes: str, sticky: bool, **settings: Any) -> SessionManager:
     config = Config(
         memcached_nodes=nodes, failover_nodes="n1", sticky=sticky, route="app1", **settings
@@ -88,13 +109,8 @@ def measure(m: SessionManager, cookie: str, requests: int) -> tuple[float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    servers = [start_memcached() for _ in range(2)]
-    nodes = ",".join(f"n{i + 1}:127.0.0.1:{port}" for i, (_, port) in enumerate(servers))
-    try:
+    args = arguments(__doc__ or "")
+    with memcached_cluster() as nodes:
         managers = {
             "non-sticky": manager(nodes, False),
             "sticky": manager(nodes, True),
@@ -127,10 +143,6 @@ def main() -> None:
         print(f"sticky, validity every request / non-sticky = {each:.2f}")
         for m in managers.values():
             m.close()
-    finally:
-        for process, _ in servers:
-            process.terminate()
-            process.wait(5)
 
 
 if __name__ == "__main__":

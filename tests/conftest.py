@@ -6,7 +6,10 @@ import pytest
 
 from support.servers import MEMCACHED_KINDS, ServerProcess, memcached_server
 
-pytest_plugins = ["support.redis_servers"]  # redis_single, redis_sentinel, redis_cluster
+pytest_plugins = [
+    "support.redis_servers",  # redis_single, redis_sentinel, redis_cluster
+    "support.sticky_memory",  # clock, stores (memory nodes n1, n2)
+]
 
 
 @pytest.fixture(params=sorted(MEMCACHED_KINDS))

@@ -4,10 +4,11 @@ async driver (`run` mirrors `manager.drive`/`manager.execute`, awaiting each ope
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm.config import Config
 from pymsm.core import flows, locking
@@ -18,6 +19,9 @@ from pymsm.exceptions import StoreError
 from pymsm.locks import AsyncLocalLocks, Guard
 from pymsm.manager import _Base, settle
 from pymsm.stores.base import AsyncStore
+
+if TYPE_CHECKING:
+    from pymsm.sticky import AsyncStickySessions
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Session)
@@ -30,7 +34,8 @@ class AsyncSessionManager(_Base):
     Loading cannot be lazy in async code: adapters `await load(cookie)` up front (unless the
     path is ignored). `stores` maps node names to async stores (tests pass AsyncMemoryStore);
     by default one asyncio memcached store per node. One instance serves one event loop at a
-    time; it reconnects when used from another loop.
+    time; it reconnects when used from another loop. With `sticky=True` loading and saving go
+    to `pymsm.sticky.AsyncStickySessions` (docs/sticky.md).
     """
 
     def __init__(
@@ -46,29 +51,47 @@ class AsyncSessionManager(_Base):
             stores if stores is not None else self._memcached_stores()
         )
         self.local_locks = AsyncLocalLocks()
+        self._sticky = self._sticky_sessions(stores is None) if self.config.sticky else None
 
     def _memcached_stores(self) -> dict[str, AsyncStore]:
         from pymsm.stores import make_async_stores
 
         return make_async_stores(self.config)  # memcached, or Redis for a Redis URL
 
-    async def run(self, flow: Generator[Op, Any, T]) -> T:
-        """The async driver: the same loop as `drive`, awaiting each operation."""
+    def _sticky_sessions(self, default_stores: bool) -> AsyncStickySessions:
+        """Sticky mode; synchronous backup writes get stores of their own (own connections)
+        whose operation timeout is `session_backup_timeout`, as SessionManager does: a write
+        that times out then closes only its own connection, not the one requests read on."""
+        from pymsm.sticky import AsyncStickySessions
+        from pymsm.stores import make_async_stores
+
+        cfg = self.config
+        backup: dict[str, AsyncStore] | None = None
+        if default_stores and not cfg.session_backup_async:
+            timeout = cfg.session_backup_timeout
+            backup = make_async_stores(dataclasses.replace(cfg, operation_timeout=timeout))
+        return AsyncStickySessions(self, backup)
+
+    async def run(
+        self, flow: Generator[Op, Any, T], stores: Mapping[str, AsyncStore] | None = None
+    ) -> T:
+        """The async driver: the same loop as `drive`, awaiting each operation (on `stores`,
+        by default the manager's)."""
         try:
             op = next(flow)
             while True:
-                op = flow.send(await self._execute(op))
+                op = flow.send(await self._execute(op, stores))
         except StopIteration as stop:
             result: T = stop.value
             return result
 
-    async def _execute(self, op: Op) -> Any:
+    async def _execute(self, op: Op, stores: Mapping[str, AsyncStore] | None = None) -> Any:
         if isinstance(op, Sleep):
             await asyncio.sleep(op.seconds)
             return self.clock()
         method, args = call_args(op)
         try:
-            result = await getattr(self.stores[op.node], method)(*args)
+            result = await getattr((stores or self.stores)[op.node], method)(*args)
         except StoreError as exc:
             result = exc
         return settle(op.node, result, self.health, self.clock)
@@ -90,6 +113,9 @@ class AsyncSessionManager(_Base):
     ) -> S:
         session = session_class()
         guard = session.lock = self.guard(method, path, declared)
+        if self._sticky is not None:
+            await self._sticky.load_into(session, cookie)
+            return session
         ctx = guard.context = self.context()
         ctx.cas = guard.plan.cas
         sid = self.parse_id(cookie)
@@ -135,6 +161,8 @@ class AsyncSessionManager(_Base):
         """Write what the request changed. Never raises for store trouble: it logs and counts."""
         if not session.loaded:
             return flows.Saved("skipped")
+        if self._sticky is not None:
+            return await self._sticky.save(session)
         ctx = self.save_context(session)
         saved = await self.run(flows.save(ctx, session))
         self._note_save(session, saved)
@@ -147,13 +175,23 @@ class AsyncSessionManager(_Base):
             await self.run(flows.delete(self.context(), sid))
 
     async def close(self) -> None:
-        """Close every store's connections (a store reconnects when used again). One failing
-        does not leave the others open: the first error is raised once all were tried."""
-        errors: list[Exception] = []
-        for store in self.stores.values():
-            try:
-                await store.close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        """Drain the sticky backup queue (session_backup_async), then close every store's
+        connections (a store reconnects when used again). One failing does not leave the others
+        open: the first error is raised once all were tried."""
+        try:
+            if self._sticky is not None:
+                await self._sticky.close()
+        finally:
+            await close_stores(self.stores.values())
+
+
+async def close_stores(stores: Iterable[AsyncStore]) -> None:
+    """Close every store; one failing does not leave the others open (first error raised)."""
+    errors: list[Exception] = []
+    for store in stores:
+        try:
+            await store.close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]

@@ -1,4 +1,6 @@
-"""The background writer for `session_backup_async=True`: a bounded queue and one thread.
+"""The background writers for `session_backup_async=True`: a bounded queue drained by one
+thread (`BackupWriter`, SessionManager) or one asyncio task (`AsyncBackupWriter`,
+AsyncSessionManager).
 
 A save hands over its writes as one batch of store operations. When the queue is full the batch
 is dropped, counted and logged; the process still holds the session in memory and its next save
@@ -8,28 +10,66 @@ writes it again (the sticky load sees the store's validity stamp behind its own 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pymsm.core.ops import Add, Op, Replace
 from pymsm.exceptions import StoreError
 
 log = logging.getLogger("pymsm")
+DRAIN_TIMEOUT = 10.0  # s: how long close() waits for the queue to drain
 
 
-class BackupWriter:
-    """Runs batches of operations in order on a daemon thread; a batch stops at its first
-    write that failed (a later validity write must not claim a record write that did not
-    happen). Thread-safe."""
+class _Counts:
+    """What both writers share: the counters, the drop warning and the check of each write.
+    A batch stops at its first write that failed (a later validity write must not claim a
+    record write that did not happen)."""
 
-    def __init__(self, execute: Callable[[Op], Any], size: int) -> None:
-        self._execute = execute
-        self._queue: queue.Queue[Sequence[Op] | None] = queue.Queue(size)
+    def __init__(self, size: int) -> None:
+        self.size = size
         self._lock = threading.Lock()
         self.written = self.dropped = self.failed = 0
+
+    def _drop(self) -> bool:
+        with self._lock:
+            self.dropped += 1
+            dropped = self.dropped
+        if dropped == 1 or dropped % 100 == 0:
+            log.warning(
+                "session backup queue is full (backup_queue_size=%d): %d writes dropped so far; "
+                "the sessions stay in memory and are written by their next request. Raise "
+                "backup_queue_size, or check the cache nodes' latency",
+                self.size,
+                dropped,
+            )
+        return False
+
+    def _ok(self, op: Op, result: Any) -> bool:
+        """Did this write succeed? A failure is counted and logged."""
+        if isinstance(result, StoreError) or (result is False and isinstance(op, Add | Replace)):
+            with self._lock:
+                self.failed += 1
+            log.warning("session backup write to %s failed: %s", getattr(op, "node", "?"), result)
+            return False
+        return True
+
+    def _wrote(self) -> None:
+        with self._lock:
+            self.written += 1
+
+
+class BackupWriter(_Counts):
+    """Runs batches of operations in order on a daemon thread. Thread-safe."""
+
+    def __init__(self, execute: Callable[[Op], Any], size: int) -> None:
+        super().__init__(size)
+        self._execute = execute
+        self._queue: queue.Queue[Sequence[Op] | None] = queue.Queue(size)
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="pymsm-backup", daemon=True)
         self._thread.start()
@@ -44,18 +84,7 @@ class BackupWriter:
                 return True
             except queue.Full:
                 pass
-        with self._lock:
-            self.dropped += 1
-            dropped = self.dropped
-        if dropped == 1 or dropped % 100 == 0:
-            log.warning(
-                "session backup queue is full (backup_queue_size=%d): %d writes dropped so far; "
-                "the sessions stay in memory and are written by their next request. Raise "
-                "backup_queue_size, or check the cache nodes' latency",
-                self._queue.maxsize,
-                dropped,
-            )
-        return False
+        return self._drop()
 
     def _work(self) -> None:
         while True:
@@ -70,25 +99,14 @@ class BackupWriter:
                 self._queue.task_done()
 
     def _write(self, batch: Sequence[Op]) -> None:
-        for op in batch:
-            result = self._execute(op)
-            if isinstance(result, StoreError) or (
-                result is False and isinstance(op, Add | Replace)
-            ):
-                with self._lock:
-                    self.failed += 1
-                log.warning(
-                    "session backup write to %s failed: %s", getattr(op, "node", "?"), result
-                )
-                return
-        with self._lock:
-            self.written += 1
+        if all(self._ok(op, self._execute(op)) for op in batch):
+            self._wrote()
 
     def flush(self) -> None:
         """Wait until every queued batch is written (or given up)."""
         self._queue.join()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Drain the queue, then stop the thread. Later submits are dropped (and counted)."""
         if self._closed:
             return
@@ -97,3 +115,78 @@ class BackupWriter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("session backup queue not drained after %ss; unwritten sessions", timeout)
+
+
+class AsyncBackupWriter(_Counts):
+    """The asyncio twin: batches in order on one task of the running loop. The queue and its
+    task are made on first use in a loop (and again in another loop, as the async stores
+    reconnect); `close()` drains and stops them, and a later submit starts them again."""
+
+    def __init__(self, execute: Callable[[Op], Awaitable[Any]], size: int) -> None:
+        super().__init__(size)
+        self._execute = execute
+        self._queue: asyncio.Queue[Sequence[Op]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, batch: Sequence[Op]) -> bool:
+        """Queue a batch without waiting (call it in the loop); False (counted, logged) when
+        the queue is full."""
+        if not batch:
+            return True
+        try:
+            self._running().put_nowait(batch)
+            return True
+        except asyncio.QueueFull:
+            return self._drop()
+
+    def _running(self) -> asyncio.Queue[Sequence[Op]]:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop:
+            self._queue, self._loop = asyncio.Queue(self.size), loop
+            self._task = loop.create_task(self._work(self._queue), name="pymsm-backup")
+        return self._queue
+
+    async def _work(self, batches: asyncio.Queue[Sequence[Op]]) -> None:
+        while True:
+            batch = await batches.get()
+            try:
+                await self._write(batch)
+            except Exception:  # the writer must outlive any one bad batch
+                log.exception("session backup write crashed")
+            finally:
+                batches.task_done()
+
+    async def _write(self, batch: Sequence[Op]) -> None:
+        for op in batch:
+            if not self._ok(op, await self._execute(op)):
+                return
+        self._wrote()
+
+    async def flush(self) -> None:
+        """Wait until every queued batch is written (or given up)."""
+        if self._queue is not None and self._loop is asyncio.get_running_loop():
+            await self._queue.join()
+
+    async def close(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Drain the queue (at most `timeout` s), then stop the task."""
+        task, batches, loop = self._task, self._queue, self._loop
+        self._task = self._queue = self._loop = None
+        if task is None or batches is None:
+            return
+        if loop is asyncio.get_running_loop():
+            try:
+                async with asyncio.timeout(timeout):
+                    await batches.join()
+            except TimeoutError:
+                pass
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if batches.qsize():
+            log.error(
+                "session backup queue not drained (within %ss, or its event loop is gone): "
+                "%d sessions unwritten",
+                timeout,
+                batches.qsize(),
+            )

@@ -1,84 +1,81 @@
-"""Sticky mode for SessionManager: the in-memory cache, its lock, and the backup writes.
+"""Sticky mode for SessionManager and AsyncSessionManager: the in-memory cache and the backup
+writes.
 
-`SessionManager` delegates `open`'s loading and `save` here when `config.sticky`. Decisions are
-in `pymsm.core.sticky`; this module holds the state (an LRU cache guarded by a lock) and the I/O
-side: synchronous writes bounded by `session_backup_timeout`, or with `session_backup_async`
-a background writer (pymsm.backup) fed by a driver that defers every write.
+Both managers delegate loading and saving here when `config.sticky`. Decisions are in
+`pymsm.core.sticky`; this module holds the state (an LRU cache guarded by a lock) and the I/O
+side. `_StickyCache` does everything around the flows (cache look-ups, the bookkeeping of what a
+load or save found, eviction); `StickySessions` (threads) and `AsyncStickySessions` (asyncio)
+only run the flows: synchronous writes bounded by `session_backup_timeout`, or with
+`session_backup_async` a background writer (pymsm.backup) fed with the writes of a save flow
+whose reads alone went to the store (`_deferring`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pymsm.backup import BackupWriter
+from pymsm.async_manager import close_stores
+from pymsm.backup import AsyncBackupWriter, BackupWriter
 from pymsm.core import flows, sticky
+from pymsm.core.context import Context
+from pymsm.core.ids import SessionId
 from pymsm.core.lru import LruCache
 from pymsm.core.ops import Add, Delete, Get, Op, Replace
 from pymsm.core.session import Session
 from pymsm.locks import Guard
-from pymsm.manager import drive, execute
-from pymsm.stores.base import Store
+from pymsm.manager import _Base, drive, execute
+from pymsm.stores.base import AsyncStore, Store
 
 if TYPE_CHECKING:
+    from pymsm.async_manager import AsyncSessionManager
     from pymsm.manager import SessionManager
 
 T = TypeVar("T")
+M = TypeVar("M", bound=_Base)
 log = logging.getLogger("pymsm")
 
 
-class StickySessions:
-    """The sticky half of a SessionManager. Thread-safe: the cache is guarded by a lock, the
-    flows run outside it (two requests of one session in one process each get their own
-    top-level copy of the attributes; the later save wins, as in non-sticky mode)."""
+class _Writer(Protocol):
+    def submit(self, batch: list[Op]) -> bool: ...
 
-    def __init__(
-        self, manager: SessionManager, backup_stores: Mapping[str, Store] | None = None
-    ) -> None:
+
+@dataclass(slots=True)
+class _Saving:
+    """One save in progress: the flow to run and what its end needs. `batch` collects the
+    writes for the background writer (session_backup_async), None when writes are run."""
+
+    ctx: Context
+    flow: Generator[Op, Any, sticky.Stored]
+    entry: sticky.Entry | None
+    before: str
+    retired: list[str]
+    batch: list[Op] | None = field(default=None)
+
+
+class _StickyCache(Generic[M]):
+    """What the sync and async sticky halves share: the cache (guarded by a lock, never held
+    across a flow or an await), and the bookkeeping before and after the load and save flows.
+    Flows run outside the lock: two requests of one session in one process each get their own
+    top-level copy of the attributes, and the later save wins, as in non-sticky mode."""
+
+    writer: _Writer | None
+
+    def __init__(self, manager: M) -> None:
         cfg = manager.config
         self.manager = manager
         self.cache: LruCache[str, sticky.Entry] = LruCache(
             cfg.sticky_cache_size, cfg.sticky_cache_bytes
         )
         self.lock = threading.Lock()
-        self.backup_stores = backup_stores if backup_stores is not None else manager.stores
-        self._write = self._on(self.backup_stores)  # the synchronous backup driver's runner
-        self.writer = (
-            BackupWriter(self._on(self.backup_stores), cfg.backup_queue_size)
-            if cfg.session_backup_async
-            else None
-        )
 
-    # -- drivers ----------------------------------------------------------------------------
+    # -- load -------------------------------------------------------------------------------
 
-    def _on(self, stores: Mapping[str, Store]) -> Callable[[Op], Any]:
-        """Run one op on `stores`, recording node health as the manager's driver does."""
-        health, clock = self.manager.health, self.manager.clock
-        return lambda op: execute(op, stores, health, clock)
-
-    _drive = staticmethod(drive)
-
-    def _deferred(self, flow: Generator[Op, Any, T]) -> tuple[T, list[Op]]:
-        """Run a save flow with every write answered as done and collected for the writer;
-        reads (none in a save today) go to the store at once."""
-        batch: list[Op] = []
-        read = self._on(self.manager.stores)
-
-        def defer(op: Op) -> Any:
-            if isinstance(op, Get):
-                return read(op)
-            batch.append(op)
-            if isinstance(op, Add | Replace):
-                return True
-            return True if isinstance(op, Delete) and not op.noreply else None
-
-        return self._drive(flow, defer), batch
-
-    # -- the request cycle ------------------------------------------------------------------
-
-    def load_into(self, session: Session, cookie: str | None) -> None:
+    def _load_start(self, session: Session, cookie: str | None) -> _Loading | None:
+        """The load flow's inputs; None when there is nothing to load (the session is new)."""
         m = self.manager
         ctx = m.context()
         if isinstance(session.lock, Guard):
@@ -86,46 +83,54 @@ class StickySessions:
         sid = m.parse_id(cookie)
         if sid is None:
             m._loaded(ctx, session, flows.Loaded("new"))
-            return
+            return None
         with self.lock:
             entry = self.cache.get(str(sid))
-        found = m.run(sticky.load(ctx, sid, entry))
+        return _Loading(ctx, sid, entry)
+
+    def _load_end(self, loading: _Loading, session: Session, found: sticky.Found) -> None:
+        m, ctx, sid = self.manager, loading.ctx, loading.sid
         if found.entry is None:
             with self.lock:
                 self.cache.pop(str(sid))
             m._loaded(ctx, session, flows.Loaded(found.status, reason=found.reason))
             return
-        if found.entry is not entry:  # an unchanged local copy is cached already
+        if found.entry is not loading.entry:  # an unchanged local copy is cached already
             self._keep(found.entry, str(sid))
         m.stats["load_" + found.status] += 1
         sticky.fill(ctx, session, found.entry, found.status)
         m._log_events(ctx)
 
-    def save(self, session: Session) -> flows.Saved:
-        m = self.manager
+    # -- save -------------------------------------------------------------------------------
+
+    def _save_start(self, session: Session) -> _Saving:
         retired = [str(old) for old in session.retired]
         before = str(session.sid)
-        ctx = m.save_context(session)
+        ctx = self.manager.save_context(session)
         with self.lock:
             entry = self.cache.get(before)
-        flow = sticky.save(ctx, session, entry)
-        if self.writer is None:
-            stored = self._drive(flow, self._write)
-        else:
-            stored, batch = self._deferred(flow)
-            if not self.writer.submit(batch):
-                m.stats["backup_dropped"] += 1
+        saving = _Saving(ctx, sticky.save(ctx, session, entry), entry, before, retired)
+        if self.writer is not None:
+            saving.batch = []
+            saving.flow = _deferring(saving.flow, saving.batch)
+        return saving
+
+    def _save_end(self, saving: _Saving, session: Session, stored: sticky.Stored) -> flows.Saved:
+        m = self.manager
+        writer, batch = self.writer, saving.batch
+        if writer is not None and batch is not None and not writer.submit(batch):
+            m.stats["backup_dropped"] += 1
         with self.lock:
-            for key in retired:
+            for key in saving.retired:
                 self.cache.pop(key)
-        if stored.entry is entry:
+        if stored.entry is saving.entry:
             pass  # unchanged: the cached entry was updated in place
         elif stored.entry is not None:
-            self._keep(stored.entry, before)
+            self._keep(stored.entry, saving.before)
         elif stored.saved.status != "skipped":
             with self.lock:
-                self.cache.pop(before)
-        return m._saved(ctx, session, stored.saved)
+                self.cache.pop(saving.before)
+        return m._saved(saving.ctx, session, stored.saved)
 
     def _keep(self, entry: sticky.Entry, old_key: str) -> None:
         key = str(entry.sid)
@@ -142,6 +147,62 @@ class StickySessions:
                     evicted_key[:6] + "…",
                 )
 
+
+@dataclass(slots=True)
+class _Loading:
+    ctx: Context
+    sid: SessionId
+    entry: sticky.Entry | None
+
+
+def _deferring(flow: Generator[Op, Any, T], batch: list[Op]) -> Generator[Op, Any, T]:
+    """`flow` with every write answered as done and collected in `batch` (for the background
+    writer); reads (none in a save today) still go to the driver, so to the store."""
+    try:
+        op = next(flow)
+        while True:
+            if isinstance(op, Get):
+                op = flow.send((yield op))
+                continue
+            batch.append(op)
+            done = isinstance(op, Add | Replace) or (isinstance(op, Delete) and not op.noreply)
+            op = flow.send(True if done else None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+class StickySessions(_StickyCache["SessionManager"]):
+    """The sticky half of a SessionManager. Thread-safe."""
+
+    def __init__(
+        self, manager: SessionManager, backup_stores: Mapping[str, Store] | None = None
+    ) -> None:
+        super().__init__(manager)
+        self.backup_stores = backup_stores if backup_stores is not None else manager.stores
+        self._write = self._on(self.backup_stores)  # the synchronous backup driver's runner
+        self.writer: BackupWriter | None = (
+            BackupWriter(self._write, manager.config.backup_queue_size)
+            if manager.config.session_backup_async
+            else None
+        )
+
+    def _on(self, stores: Mapping[str, Store]) -> Callable[[Op], Any]:
+        """Run one op on `stores`, recording node health as the manager's driver does."""
+        health, clock = self.manager.health, self.manager.clock
+        return lambda op: execute(op, stores, health, clock)
+
+    def load_into(self, session: Session, cookie: str | None) -> None:
+        loading = self._load_start(session, cookie)
+        if loading is not None:
+            found = self.manager.run(sticky.load(loading.ctx, loading.sid, loading.entry))
+            self._load_end(loading, session, found)
+
+    def save(self, session: Session) -> flows.Saved:
+        saving = self._save_start(session)
+        stored = drive(saving.flow, self._write if saving.batch is None else self.manager._execute)
+        return self._save_end(saving, session, stored)
+
     def flush(self) -> None:
         """Wait for queued backup writes (async mode); a no-op when writes are synchronous."""
         if self.writer is not None:
@@ -153,3 +214,46 @@ class StickySessions:
         if self.backup_stores is not self.manager.stores:
             for store in self.backup_stores.values():
                 store.close()
+
+
+class AsyncStickySessions(_StickyCache["AsyncSessionManager"]):
+    """The sticky half of an AsyncSessionManager: the same cache and flows, awaited. One event
+    loop serves the cache; tasks interleave at every await, never while the cache is used."""
+
+    def __init__(
+        self, manager: AsyncSessionManager, backup_stores: Mapping[str, AsyncStore] | None = None
+    ) -> None:
+        super().__init__(manager)
+        self.backup_stores = backup_stores if backup_stores is not None else manager.stores
+        self.writer: AsyncBackupWriter | None = (
+            AsyncBackupWriter(self._write, manager.config.backup_queue_size)
+            if manager.config.session_backup_async
+            else None
+        )
+
+    def _write(self, op: Op) -> Awaitable[Any]:
+        return self.manager._execute(op, self.backup_stores)
+
+    async def load_into(self, session: Session, cookie: str | None) -> None:
+        loading = self._load_start(session, cookie)
+        if loading is not None:
+            found = await self.manager.run(sticky.load(loading.ctx, loading.sid, loading.entry))
+            self._load_end(loading, session, found)
+
+    async def save(self, session: Session) -> flows.Saved:
+        saving = self._save_start(session)
+        stores = self.backup_stores if saving.batch is None else self.manager.stores
+        stored = await self.manager.run(saving.flow, stores)
+        return self._save_end(saving, session, stored)
+
+    async def flush(self) -> None:
+        """Wait for queued backup writes (async mode); a no-op when writes are synchronous."""
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def close(self) -> None:
+        """Drain the backup queue, then close the backup stores' own connections (if any)."""
+        if self.writer is not None:
+            await self.writer.close()
+        if self.backup_stores is not self.manager.stores:
+            await close_stores(self.backup_stores.values())

@@ -13,30 +13,21 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pymsm.adapters.asgi import SessionMiddleware
 from pymsm.async_manager import AsyncSessionManager
 from pymsm.manager import SessionManager
+from support.asgi_routes import client, count, logout
 from support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 Nodes = Callable[[int], list[ServerProcess]]
 
 
-async def count(request: Request) -> Response:
-    request.session["count"] = request.session.get("count", 0) + 1
-    return JSONResponse({"count": request.session["count"]})
-
-
 async def peek(request: Request) -> Response:
     return PlainTextResponse("ok")
-
-
-async def logout(request: Request) -> Response:
-    request.session.clear()
-    return PlainTextResponse("bye")
 
 
 async def login(request: Request) -> Response:
@@ -72,10 +63,6 @@ def make_app(nodes: str, **settings: object) -> SessionMiddleware:
 
 def nodes_of(servers: list[ServerProcess]) -> str:
     return ",".join(f"n{i + 1}:{s.address}" for i, s in enumerate(servers))
-
-
-def client(app: SessionMiddleware) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 
 def test_session_lifecycle(memcached_nodes: Nodes) -> None:

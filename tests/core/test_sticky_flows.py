@@ -6,40 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from pymsm import SessionManager
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
-
-NODES = "n1:127.0.0.1:1,n2:127.0.0.1:2"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def stores(clock: Clock) -> dict[str, MemoryStore]:
-    return {name: MemoryStore(name, clock) for name in ("n1", "n2")}
+from support.sticky_memory import calls, cookie_after, put, sticky_settings
 
 
 def app(
     route: str, stores: dict[str, MemoryStore], clock: Clock, **settings: Any
 ) -> SessionManager:
-    failover = {"app1": "n1", "app2": "n2"}.get(route, "")
-    return SessionManager(
-        stores=stores,
-        clock=clock,
-        memcached_nodes=NODES,
-        failover_nodes=failover,
-        sticky=True,
-        route=route,
-        max_inactive_interval=600,
-        **settings,
-    )
+    return SessionManager(stores=stores, clock=clock, **sticky_settings(route), **settings)
 
 
 def request(
@@ -49,23 +26,7 @@ def request(
     session = manager.open(cookie)
     work(session)
     manager.save(session)
-    header = manager.set_cookie(session, cookie)
-    if header is not None:
-        cookie = header.split(";")[0].partition("=")[2] or None
-    return session, cookie
-
-
-def put(key: str, value: Any) -> Callable[[Session], None]:
-    return lambda s: s.__setitem__(key, value)
-
-
-def calls(stores: dict[str, MemoryStore]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for store in stores.values():
-        for op, n in store.calls.items():
-            total[op] = total.get(op, 0) + n
-        store.calls.clear()
-    return total
+    return session, cookie_after(manager, session, cookie)
 
 
 def keys(store: MemoryStore) -> set[str]:
