@@ -10,6 +10,7 @@ request decides lives in `pymsm.core.flows`; the two drivers only run its store 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import secrets
@@ -276,12 +277,14 @@ class SessionManager(_Base):
         """Sticky mode; synchronous backup writes get their own connections, bounded by
         `session_backup_timeout` instead of `operation_timeout`."""
         from pymsm.sticky import StickySessions
-        from pymsm.stores.memcached import MemcachedStore
+        from pymsm.stores import make_stores
 
         cfg = self.config
         backup: dict[str, Store] | None = None
         if default_stores and not cfg.session_backup_async:
-            backup = {n.name: MemcachedStore(n, cfg.session_backup_timeout) for n in cfg.nodes}
+            # the same kind of store as the reads (memcached, or Redis for a Redis URL)
+            timeout = cfg.session_backup_timeout
+            backup = make_stores(dataclasses.replace(cfg, operation_timeout=timeout))
         return StickySessions(self, backup)
 
     def run(self, flow: Generator[Op, Any, T]) -> T:

@@ -171,3 +171,13 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     # INFO itself is counted; other tests of this run share the server but run one at a time
     delta = {k: v - before.get(k, 0) for k, v in after.items() if k != "info"}
     return {k: v for k, v in delta.items() if v}
+
+
+def test_sticky_mode_writes_its_backup_to_redis(managers: Callable[..., SessionManager]) -> None:
+    """Sticky mode's synchronous writes get their own stores (session_backup_timeout): Redis
+    ones for a Redis URL, not memcached clients talking to Redis."""
+    app1 = managers(sticky=True)
+    sid = _create(app1, user="ada")
+    assert app1.stats["save_stored"] == 1
+    other = managers()  # non-sticky: reads the store only
+    assert other.load(sid)["user"] == "ada"
