@@ -4,7 +4,6 @@ async driver (`run` mirrors `manager.drive`/`manager.execute`, awaiting each ope
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -65,12 +64,8 @@ class AsyncSessionManager(_Base):
         from pymsm.sticky import AsyncStickySessions
         from pymsm.stores import make_async_stores
 
-        cfg = self.config
-        backup: dict[str, AsyncStore] | None = None
-        if default_stores and not cfg.session_backup_async:
-            timeout = cfg.session_backup_timeout
-            backup = make_async_stores(dataclasses.replace(cfg, operation_timeout=timeout))
-        return AsyncStickySessions(self, backup)
+        config = self.sticky_write_config(default_stores)
+        return AsyncStickySessions(self, make_async_stores(config) if config else None)
 
     async def run(
         self, flow: Generator[Op, Any, T], stores: Mapping[str, AsyncStore] | None = None

@@ -104,6 +104,17 @@ class _Base:
             access_resolution=cfg.access_time_resolution,
         )
 
+    def sticky_write_config(self, default_stores: bool) -> Config | None:
+        """The configuration of sticky mode's own write stores (synchronous backup): the same
+        kind of store as the reads (memcached, or Redis for a Redis URL), with
+        `session_backup_timeout` as their operation timeout, so a write that times out closes
+        only its own connection. None: writes use the manager's stores (stores passed in, or
+        asynchronous backup)."""
+        cfg = self.config
+        if not default_stores or cfg.session_backup_async:
+            return None
+        return dataclasses.replace(cfg, operation_timeout=cfg.session_backup_timeout)
+
     def save_context(self, session: Session) -> flows.Context:
         """The context for saving `session`: its load's, with the clock read again."""
         guard = session.lock
@@ -279,13 +290,8 @@ class SessionManager(_Base):
         from pymsm.sticky import StickySessions
         from pymsm.stores import make_stores
 
-        cfg = self.config
-        backup: dict[str, Store] | None = None
-        if default_stores and not cfg.session_backup_async:
-            # the same kind of store as the reads (memcached, or Redis for a Redis URL)
-            timeout = cfg.session_backup_timeout
-            backup = make_stores(dataclasses.replace(cfg, operation_timeout=timeout))
-        return StickySessions(self, backup)
+        config = self.sticky_write_config(default_stores)
+        return StickySessions(self, make_stores(config) if config else None)
 
     def run(self, flow: Generator[Op, Any, T]) -> T:
         """The sync driver: run each operation on its node's store, send back result or error."""
