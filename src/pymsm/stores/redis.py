@@ -9,7 +9,7 @@ promotes a replica, Cluster moves slots), so pymsm writes no backup copies there
   every deployment, so data moves between single, Sentinel and Cluster unchanged.
 - TTLs: the port's seconds become milliseconds (`SET ... PX`, `PEXPIRE`); 0 means no expiry.
   memcached's absolute-time rule for TTLs over 30 days does not apply to Redis.
-- CAS token: the SHA-1 of the value (no extra key or field). `cas` compares it on the server in
+- CAS token: the value as read (no extra key or field). `cas` compares it on the server in
   a Lua script; equal bytes mean equal state, so an A-B-A change loses nothing.
 - `noreply` (sync, one server or Sentinel): the write is sent and its reply read before the
   thread's next command, so nothing waits for it (redis_links.py). Elsewhere it is waited for.
@@ -20,7 +20,6 @@ promotes a replica, Cluster moves slots), so pymsm writes no backup copies there
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,11 +33,12 @@ from .redis_links import ClientLink, DirectLink
 
 OWN_PREFIXES = ("bak:", "validity:", "lock:", "tomb:")
 
-# KEYS[1] key; ARGV token (sha1 hex), value, ttl in ms (0: none) -> 1 stored, 0 changed, -1 absent
+# KEYS[1] key; ARGV token (the value as read), value, ttl in ms (0: none)
+#   -> 1 stored, 0 changed, -1 absent
 CAS = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
-if redis.sha1hex(current) ~= ARGV[1] then return 0 end
+if current ~= ARGV[1] then return 0 end
 if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2])
 else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
@@ -75,8 +75,10 @@ def store_key(wire: str) -> str:
     return wire.replace("{", "", 1).removesuffix("}")
 
 
-def token(value: bytes) -> str:
-    return hashlib.sha1(value, usedforsecurity=False).hexdigest()
+def token(value: bytes) -> bytes:
+    """The CAS token is the value as read: the script compares it byte for byte (a memcmp),
+    cheaper on both sides than hashing every read and every compare-and-set."""
+    return value
 
 
 def _px(ttl: int) -> int | None:
@@ -168,14 +170,14 @@ class RedisStore(_Base):
         with self._mapped:
             return self._found(keys, self._link.mget([wire_key(k) for k in keys]))
 
-    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
         if not keys:
             return {}
         with self._mapped:
             values = self._link.mget([wire_key(k) for k in keys])
         return {k: (v, token(v)) for k, v in zip(keys, values, strict=True) if v is not None}
 
-    def cas(self, key: str, value: bytes, ttl: int, token: str) -> bool | None:
+    def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
         with self._mapped:
             code = self._link.script(CAS, [wire_key(key)], [token, value, _px(ttl) or 0])
         return self._cas_result(int(code))
@@ -248,10 +250,10 @@ class AsyncRedisStore(_Base):
         with self._mapped:
             return self._found(keys, await self._mget([wire_key(k) for k in keys]))
 
-    async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+    async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
         return {k: (v, token(v)) for k, v in (await self.get_many(keys)).items()}
 
-    async def cas(self, key: str, value: bytes, ttl: int, token: str) -> bool | None:
+    async def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
         with self._mapped:
             code = await self._cas(keys=[wire_key(key)], args=[token, value, _px(ttl) or 0])
         return self._cas_result(int(code))

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from redis._parsers import BaseParser
@@ -36,7 +37,9 @@ from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, Resp
 _error: Any = BaseParser.parse_error
 
 
+@lru_cache(maxsize=16)
 def sha1(script: str) -> str:
+    """A script's EVALSHA name (a handful of constant scripts: hashed once each)."""
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
