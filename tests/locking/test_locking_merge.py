@@ -128,16 +128,23 @@ def test_a_backup_written_after_the_logout_is_not_brought_back() -> None:
     assert not any(k == sid for s in stores.values() for k in s.items)
 
 
-def test_a_backup_is_not_rehomed_after_the_logout() -> None:
+def logged_out() -> tuple[SessionManager, dict[str, MemoryStore], str, str, str, dict[str, Any]]:
+    """A session logged out: (manager, stores, id, its node, the other node, that other node's
+    items as they were before the logout)."""
     mgr, stores = manager()
     sid = created(mgr, user="ann")
     home = sid.rsplit("-", 1)[1]
     other = "n2" if home == "n1" else "n1"
-    backup_items = dict(stores[other].items)
+    before = dict(stores[other].items)
     session = mgr.load(sid)
     session.invalidate()
     mgr.save(session)
-    stores[other].items.update({k: v for k, v in backup_items.items() if k.startswith("bak:")})
+    return mgr, stores, sid, home, other, before
+
+
+def test_a_backup_is_not_rehomed_after_the_logout() -> None:
+    mgr, stores, sid, home, other, before = logged_out()
+    stores[other].items.update({k: v for k, v in before.items() if k.startswith("bak:")})
     stores[home].down = True
     for _ in range(5):
         mgr.health.failed(home, mgr.clock())
@@ -261,16 +268,9 @@ def test_async_local_locks() -> None:
 def test_a_backup_node_that_missed_the_logout_does_not_bring_it_back() -> None:
     """The backup node was away during the logout: it kept its backup copy and got no
     tombstone. The primary's tombstone still stops the refill."""
-    mgr, stores = manager()
-    sid = created(mgr, user="ann")
-    home = sid.rsplit("-", 1)[1]
-    other = "n2" if home == "n1" else "n1"
-    kept = dict(stores[other].items)
-    session = mgr.load(sid)
-    session.invalidate()
-    mgr.save(session)
+    mgr, stores, sid, home, other, before = logged_out()
     stores[other].items.clear()
-    stores[other].items.update(kept)  # as it was before the logout: backup copy, no tombstone
+    stores[other].items.update(before)  # as it was before the logout: backup copy, no tombstone
     assert ("tomb:" + sid) in stores[home].items and ("bak:" + sid) in stores[other].items
     assert mgr.load(sid).load_status == "missing"
     assert sid not in stores[home].items  # not refilled
