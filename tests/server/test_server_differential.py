@@ -175,7 +175,17 @@ def run_script(port: int, name: str, steps: list[bytes]) -> list[bytes]:
     with socket.create_connection((HOST, port)) as sock:
         for step in steps:
             data = step.replace(b"{p}", prefix).replace(b"{cas}", cas)
+            # the answer ends at the MN of our own `mn`, after those of any `mn` in the step
+            # (reading to the first MN only once cut the misc step short when it came alone)
+            expected_mn = 1 + sum(
+                1 for line in data.split(b"\r\n") if line == b"mn" or line.startswith(b"mn ")
+            )
             answer = talk(sock, data + b"mn\r\n", timeout=2.0)
+            while answer.count(b"MN\r\n") < expected_mn:
+                more = talk(sock, b"", timeout=2.0)
+                if not more:
+                    break
+                answer += more
             found = re.findall(rb"VALUE \S+ \d+ \d+ (\d+)\r\n|(?:HD|VA \d+).* c(\d+)", answer)
             if found:
                 cas = found[-1][0] or found[-1][1]

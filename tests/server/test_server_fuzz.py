@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from server_wire import exchange, talk
 
@@ -43,6 +43,7 @@ stream = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream, st.lists(st.integers(1, 64), max_size=6))
+@example(b"ms \x01 1", [])  # its one-byte data block swallows the first probe
 def test_connection_survives_any_stream(data: bytes, splits: list[int]) -> None:
     conn = Connection(Cache(Settings()))
     position = 0
@@ -56,6 +57,13 @@ def test_connection_survives_any_stream(data: bytes, splits: list[int]) -> None:
     # end the stream's last line; a second CRLF ends an empty data block the line may expect
     conn.feed(b"\r\n\r\nmn\r\n")
     answer = conn.take_output()
+    for _ in range(3):
+        # a short data block the last line announced ("ms k 1") eats the probe itself, as in
+        # memcached (bad data chunk): probe again until the connection answers or waits for data
+        if conn.closing or conn.expect is not None or conn.swallow or answer.endswith(b"MN\r\n"):
+            break
+        conn.feed(b"mn\r\n")
+        answer = conn.take_output()
     if not conn.closing and conn.expect is None and not conn.swallow:
         assert answer.endswith(b"MN\r\n")
 
