@@ -42,7 +42,7 @@ def test_health_goes_dead_after_repeated_failures_then_probes() -> None:
     assert health.is_up("n1", 1) and health.describe("n1", 1) == "failed 1x"
     health.failed("n1", 2)
     assert not health.available("n1", 5) and health.describe("n1", 5).startswith("dead")
-    assert health.changed_at("n1") == 2
+    assert health.changed_at("n1", 5) == 2
     # past the dead time one probe goes through, the others wait for its answer
     assert health.available("n1", 13)
     assert not health.available("n1", 13)
@@ -50,7 +50,7 @@ def test_health_goes_dead_after_repeated_failures_then_probes() -> None:
     assert not health.available("n1", 14)
     assert health.available("n1", 24)
     health.succeeded("n1", 24)
-    assert health.describe("n1", 24) == "healthy" and health.changed_at("n1") == 24
+    assert health.describe("n1", 24) == "healthy" and health.changed_at("n1", 24) == 24
 
 
 def test_a_success_resets_the_failure_count() -> None:
@@ -61,13 +61,15 @@ def test_a_success_resets_the_failure_count() -> None:
     assert health.is_up("n1", 1)
 
 
-def test_probe_due_only_after_the_dead_time_and_until_someone_probes() -> None:
+def test_changed_at_moves_to_the_end_of_the_dead_time_once_it_has_run_out() -> None:
+    """A record written while a node was dead has no copy there: once the node may be back
+    (its dead time ran out, nobody has seen it answer), it counts as changed from then on."""
     health = Health(max_failures=1, dead_timeout=10)
-    assert not health.probe_due("n1", 0)
+    assert health.changed_at("n1", 0) == 0
     health.failed("n1", 100)
-    assert not health.probe_due("n1", 105)  # still dead
-    assert health.probe_due("n1", 110)
+    assert health.changed_at("n1", 105) == 100  # still dead
+    assert health.changed_at("n1", 110) == 110
+    assert health.last_change >= health.changed_at("n1", 110)
     assert health.available("n1", 110)  # this request takes the probe
-    assert not health.probe_due("n1", 110)
     health.succeeded("n1", 111)
-    assert not health.probe_due("n1", 200)
+    assert health.changed_at("n1", 200) == 111

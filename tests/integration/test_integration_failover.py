@@ -126,7 +126,7 @@ def test_a_returning_node_is_refilled_as_sessions_are_used(memcached_nodes: Node
         session = manager.load(str(sid))
         session["a"] = value
         manager.save(session)
-    assert manager.health.changed_at(backup.name) > 0
+    assert manager.health.changed_at(backup.name, manager.clock()) > 0
     backup.start()  # empty, same port
     # past node_dead_timeout the next request probes it
     assert eventually(lambda: manager.health.is_up(backup.name, manager.clock()))

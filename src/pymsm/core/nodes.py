@@ -180,8 +180,9 @@ class Health:
         self.max_failures = max_failures
         self.dead_timeout = dead_timeout
         self._states: dict[str, _State] = {}
-        self.last_change = 0.0  # the latest `changed_at` of any node: a cheap "nothing since"
-        self._dead: set[str] = set()  # nodes marked dead and not seen answering since
+        # no node's `changed_at` can be later than this, now or once a dead time runs out: a
+        # cheap "nothing changed since" for the refill check
+        self.last_change = 0.0
 
     def _state(self, node_id: str) -> _State:
         state = self._states.get(node_id)
@@ -213,30 +214,29 @@ class Health:
         if state is None or (state.failures == 0 and state.dead_until == 0.0):
             return
         if state.dead_until:
-            state.changed_at = self.last_change = now
-            self._dead.discard(node_id)
+            state.changed_at = now
+            self.last_change = max(self.last_change, now)
         state.failures, state.dead_until, state.probing = 0, 0.0, False
 
     def failed(self, node_id: str, now: float) -> None:
         state = self._state(node_id)
         state.failures += 1
         state.probing = False
-        state.changed_at = self.last_change = now  # writes may have been lost: refill sessions
+        state.changed_at = now  # writes may have been lost: refill sessions
         if state.dead_until or state.failures >= self.max_failures:
             state.dead_until = now + self.dead_timeout
-            self._dead.add(node_id)
+        self.last_change = max(self.last_change, state.dead_until or now)
 
-    def probe_due(self, node_id: str, now: float) -> bool:
-        """Dead, its dead time over, and nobody probing it yet: the next use finds out."""
-        if not self._dead:
-            return False  # the common case: no node is marked dead
+    def changed_at(self, node_id: str, now: float) -> float:
+        """Since when the node may lack what was written to it: when it last failed or came
+        back, or, once the dead time of a node marked dead has run out, that moment (it may be
+        back and empty: nobody sent it a write since). 0 if never seen failing."""
         state = self._states.get(node_id)
-        return state is not None and 0.0 < state.dead_until <= now and not state.probing
-
-    def changed_at(self, node_id: str) -> float:
-        """When the node last failed or came back (0 if never seen failing)."""
-        state = self._states.get(node_id)
-        return state.changed_at if state else 0.0
+        if state is None:
+            return 0.0
+        if 0.0 < state.dead_until <= now:
+            return max(state.changed_at, state.dead_until)
+        return state.changed_at
 
     def describe(self, node_id: str, now: float) -> str:
         state = self._states.get(node_id)

@@ -86,7 +86,6 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         and primary is not None
         and ctx.up(primary)
         and not _needs_rewrite(ctx, record, primary)
-        and not _backup_node_due(ctx, primary)
     ):
         if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
             return Saved("unchanged")  # the stored access time is recent enough: no write
@@ -125,7 +124,9 @@ def _payload(ctx: Context, session: Session) -> tuple[bytes, bool]:
 
 def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
     """Half its idle time passed since the record was written (extend its lifetime), or a node
-    that holds or should hold its backup failed or came back since (refill the backup)."""
+    that holds or should hold its backup failed, came back, or ran out its dead time since
+    (refill the backup; a record written while that node was dead has no copy there, and the
+    rewrite's backup write is what probes it)."""
     if record.max_inactive > 0 and ctx.now_ms - record.written >= record.max_inactive * 500:
         return True
     if not ctx.nodes.has_ids:
@@ -133,19 +134,9 @@ def _needs_rewrite(ctx: Context, record: Record, primary: str) -> bool:
     written = record.written / 1000
     if ctx.health.last_change <= written:
         return False  # no node failed or came back since: the common case, no per-node look
-    changed_at = ctx.health.changed_at
-    return any(changed_at(n) > written for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
-
-
-def _backup_node_due(ctx: Context, primary: str) -> bool:
-    """A node of the backup window is dead and due for a probe: a record written while it was
-    dead has no backup copy there (with two nodes, none at all), and nothing else sends it a
-    request of this session's, so the save rewrites the record and its backup, which probes
-    the node. (Not in sticky mode: it writes no backup copies to refill.)"""
-    if not ctx.nodes.has_ids:
-        return False
-    due = ctx.health.probe_due
-    return any(due(n, ctx.now) for n in ctx.nodes.after(primary)[: ctx.backup_lookups])
+    changed_at, now = ctx.health.changed_at, ctx.now
+    window = ctx.nodes.after(primary)[: ctx.backup_lookups]
+    return any(changed_at(n, now) > written for n in window)
 
 
 def _store(
