@@ -123,13 +123,12 @@ class _StickyCache(Generic[M]):
         with self.lock:
             for key in saving.retired:
                 self.cache.pop(key)
-        if stored.entry is saving.entry:
-            pass  # unchanged: the cached entry was updated in place
-        elif stored.entry is not None:
+        if stored.entry is None:
+            if stored.saved.status != "skipped":
+                with self.lock:
+                    self.cache.pop(saving.before)
+        elif stored.entry is not saving.entry:  # unchanged: the cached one was updated in place
             self._keep(stored.entry, saving.before)
-        elif stored.saved.status != "skipped":
-            with self.lock:
-                self.cache.pop(saving.before)
         return m._saved(saving.ctx, session, stored.saved)
 
     def _keep(self, entry: sticky.Entry, old_key: str) -> None:

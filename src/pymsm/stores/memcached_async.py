@@ -87,7 +87,7 @@ class AsyncMemcachedStore:
                 reader, writer = await asyncio.open_connection(self.node.host, self.node.port)
         except TimeoutError as exc:
             raise StoreTimeout(
-                f"{name} ({address}): no connection in {self.timeout}s", name
+                f"{name} ({address}): no connection in {self.connect_timeout}s", name
             ) from exc
         except OSError as exc:
             raise StoreUnavailable(f"{name} ({address}): {exc}", name) from exc

@@ -33,8 +33,8 @@ from .redis_links import ClientLink, DirectLink
 
 OWN_PREFIXES = ("bak:", "validity:", "lock:", "tomb:")
 
-# KEYS[1] key; ARGV token (the value as read), value, ttl in ms (0: none)
-#   -> 1 stored, 0 changed, -1 absent
+# KEYS[1] key; ARGV token, value, ttl in ms (0: none) -> 1 stored, 0 changed, -1 absent.
+# The token is the value as read (gets_many hands it out as such), compared byte for byte.
 CAS = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
@@ -73,12 +73,6 @@ def wire_key(key: str) -> str:
 def store_key(wire: str) -> str:
     """Redis key -> pymsm key (for tools that list keys)."""
     return wire.replace("{", "", 1).removesuffix("}")
-
-
-def token(value: bytes) -> bytes:
-    """The CAS token is the value as read: the script compares it byte for byte (a memcmp),
-    cheaper on both sides than hashing every read and every compare-and-set."""
-    return value
 
 
 def _px(ttl: int) -> int | None:
@@ -175,7 +169,7 @@ class RedisStore(_Base):
             return {}
         with self._mapped:
             values = self._link.mget([wire_key(k) for k in keys])
-        return {k: (v, token(v)) for k, v in zip(keys, values, strict=True) if v is not None}
+        return {k: (v, v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
         with self._mapped:
@@ -251,7 +245,7 @@ class AsyncRedisStore(_Base):
             return self._found(keys, await self._mget([wire_key(k) for k in keys]))
 
     async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
-        return {k: (v, token(v)) for k, v in (await self.get_many(keys)).items()}
+        return {k: (v, v) for k, v in (await self.get_many(keys)).items()}
 
     async def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
         with self._mapped:
