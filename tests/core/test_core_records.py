@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pymsm.core import codecs
 from pymsm.core.codecs import JsonCodec, MsgpackCodec, PickleCodec, codec_by_name
 from pymsm.core.records import RecordFormat, Validity
 from pymsm.exceptions import CodecError, ConfigError, RecordError, SignatureError
@@ -134,3 +135,117 @@ def test_msgpack_refuses_integers_beyond_64_bits_with_a_codec_error() -> None:
     with pytest.raises(CodecError, match="64-bit"):
         MsgpackCodec().encode({"n": 2**64})
     assert JsonCodec().decode(JsonCodec().encode({"n": 2**64})) == {"n": 2**64}
+
+
+@contextlib.contextmanager
+def _stdlib_json_only() -> Any:
+    """The json codec as it runs where orjson is not installed."""
+    saved = codecs._orjson
+    codecs._orjson = None
+    try:
+        yield
+    finally:
+        codecs._orjson = saved
+
+
+def test_orjson_is_installed_so_the_fast_path_is_what_these_tests_compare() -> None:
+    assert codecs._orjson is not None, "pyproject.toml depends on orjson: pip install -e ."
+
+
+_JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too: orjson reads those as floats, so they must not reach it
+    | st.floats()  # NaN and infinity too: the stdlib writes them, orjson refuses to read them
+    | st.text()
+    | st.sampled_from(["\ud800", "\udfff x", " dt", " di"])  # lone surrogates, tag-like text
+)
+_JSON_DOCS = st.dictionaries(
+    st.text() | st.sampled_from([" dt", " di", " s"]),
+    st.recursive(
+        _JSON_LEAVES,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+@given(_JSON_DOCS)
+def test_json_decode_reads_what_the_stdlib_reads(doc: Any) -> None:
+    """Whatever JSON a record holds (written by any pymsm version, with or without orjson), the
+    fast path hands back exactly what the stdlib path does, or leaves the text to it."""
+    import json
+
+    data = json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    with _stdlib_json_only():
+        try:
+            expected: Any = JsonCodec().decode(data)
+        except RecordError as exc:
+            expected = type(exc)
+    try:
+        got: Any = JsonCodec().decode(data)
+    except RecordError as exc:
+        got = type(exc)
+    assert repr(got) == repr(expected)  # repr: NaN != NaN, and 1 == 1.0 == True would hide a change
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"n":123456789012345678901234567890}',
+        b'{"n":18446744073709551615,"m":-9223372036854775808}',
+        b'{"x":NaN,"y":Infinity,"z":1e400}',
+        b'{"s":"\\ud800"}',
+        b'{"a":1,"a":2}',
+        b'{" dt":"2024-05-01"}',
+        b'{" di":[" dt","x"]}',
+        b'{"a":{" dt":"2024-05-01T12:00:00+00:00"}}',
+        b"\xef\xbb\xbf{}",
+        b'{"s":"\xff"}',
+        b"[1]",
+    ],
+)
+def test_json_decode_edge_cases_match_the_stdlib(data: bytes) -> None:
+    with _stdlib_json_only():
+        try:
+            expected: Any = JsonCodec().decode(data)
+        except RecordError as exc:
+            expected = type(exc)
+    try:
+        got: Any = JsonCodec().decode(data)
+    except RecordError as exc:
+        got = type(exc)
+    assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"n": 2**64, "m": -(2**63) - 1, "s": "x"},  # orjson refuses these ints: stdlib writes
+        {"f": float("nan"), "g": float("inf"), "h": 0.1},  # orjson would write null: stdlib
+        {"s": 'é ✓ \x00 "q" \\', "t": True, "n": None, "i": -7},
+        {" dt": "2024-05-01"},  # a one-key dict with a tag-like key: the escape
+        {},
+    ],
+)
+def test_json_encode_fast_path_round_trips_through_both_decoders(attributes: Any) -> None:
+    data = JsonCodec().encode(attributes)
+    with _stdlib_json_only():
+        assert repr(JsonCodec().decode(data)) == repr(attributes)
+        assert repr(JsonCodec().decode(JsonCodec().encode(attributes))) == repr(attributes)
+    assert repr(JsonCodec().decode(data)) == repr(attributes)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_json_refuses_lone_surrogates_with_a_codec_error(fast: bool) -> None:
+    """It once raised UnicodeEncodeError, which the save does not expect."""
+    with contextlib.nullcontext() if fast else _stdlib_json_only():
+        for attributes in ({"s": "\ud800"}, {"s": ["\udfff"]}):
+            with pytest.raises(CodecError, match="lone surrogate"):
+                JsonCodec().encode(attributes)
+
+
+def test_json_round_trips_the_tagged_types_without_orjson() -> None:
+    with _stdlib_json_only():
+        assert JsonCodec().decode(JsonCodec().encode(RICH)) == RICH
