@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -170,31 +168,6 @@ def test_server_errors_become_store_errors(store: RedisStore, redis_single: Serv
     client(redis_single.port).hset(wire_key(key), "field", "value")  # not a string key
     with pytest.raises(StoreError, match="WRONGTYPE"):
         store.cas(key, b"v", 0, "0" * 40)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections and never answers (a hung server)."""
-    listener = socket.create_server((HOST, 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
 
 
 def test_a_hung_server_raises_store_timeout(silent_port: int) -> None:
