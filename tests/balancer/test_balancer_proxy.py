@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
 from test_balancer_strategies import HeldRequest
 
 from conftest import Client, raw_exchange
-from pymsm.balancer import Limits, Timeouts
+from pymsm.balancer import BalancerConfig, Limits, Timeouts, parse_backends
+from pymsm.balancer.server import Balancer
 
 
 def test_forwarded_headers_are_set_and_hop_by_hop_headers_dropped(balancer) -> None:
@@ -161,3 +163,30 @@ def test_client_connection_close_gets_the_response_then_the_close(balancer) -> N
     assert raw_exchange(lb.port, request + body, 3).startswith(b"HTTP/1.1 200 ")
     http10 = raw_exchange(lb.port, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", 3)
     assert http10.startswith(b"HTTP/1.1 200 ")
+
+
+def test_stop_cancels_again_a_connection_that_swallowed_its_cancel() -> None:
+    """A task that survives one cancel must not keep a worker, and so its supervisor, from
+    exiting: stop() cancels what is left again."""
+
+    async def scenario() -> None:
+        balancer = Balancer(BalancerConfig(parse_backends(["app1=127.0.0.1:1"])))
+        cancels = 0
+
+        async def stubborn_connection() -> None:
+            nonlocal cancels
+            while True:
+                try:
+                    await asyncio.sleep(3600)  # an idle keep-alive connection
+                except asyncio.CancelledError:
+                    cancels += 1
+                    if cancels >= 2:
+                        raise
+
+        task = asyncio.create_task(stubborn_connection())
+        balancer._tasks.add(task)
+        await asyncio.sleep(0)
+        await asyncio.wait_for(balancer.stop(), timeout=5)
+        assert task.cancelled() and cancels == 2
+
+    asyncio.run(scenario())

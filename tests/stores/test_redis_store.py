@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -201,3 +203,15 @@ def test_busy_poll_still_times_out_on_a_hung_server(silent_port: int) -> None:
 def test_busy_poll_is_checked() -> None:
     with pytest.raises(ConfigError, match="busy_poll must be 0"):
         RedisStore(f"redis://{HOST}:1/0", busy_poll=-1)
+
+
+def test_the_socket_blocks_with_the_timeout_in_the_kernel(redis_single: ServerProcess) -> None:
+    """As the memcached store: no poll() before each send and receive (see kernel_timeouts)."""
+    store = RedisStore(f"redis://{HOST}:{redis_single.port}/0", 0.25)
+    store.set(uuid.uuid4().hex, b"v", 60)
+    sock = store._link._wire().sock  # type: ignore[union-attr]
+    assert sock.gettimeout() is None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    seconds, micros = struct.unpack("ll", raw)
+    assert 0.25 <= seconds + micros / 1e6 < 0.26  # the kernel rounds up to its tick
+    store.close()

@@ -25,6 +25,8 @@ from pymsm.balancer.strategies import make_strategy
 from pymsm.balancer.upstream import Pool, read_within
 
 log = logging.getLogger("pymsm.balancer")
+STOP_ROUNDS = 10  # stop(): cancel what is left this many times, this far apart, at most
+STOP_ROUND_SECONDS = 0.2
 
 
 class Balancer:
@@ -96,9 +98,21 @@ class Balancer:
         if self._server is not None:
             self._server.close()
         background = [task for task in (self._health, self._publish) if task is not None]
-        for task in [*background, *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *background, return_exceptions=True)
+        pending: set[asyncio.Task[Any]] = {*background, *self._tasks}
+        for _ in range(STOP_ROUNDS):
+            if not pending:
+                break
+            # cancel again while any is left: a task that survives one cancel (code that
+            # catches it to clean up, a cancel lost in a timeout race) must not keep this
+            # worker, and so its supervisor, from ever exiting
+            for task in pending:
+                task.cancel()
+            done, pending = await asyncio.wait(pending, timeout=STOP_ROUND_SECONDS)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: connection tasks log their own errors
+        if pending:
+            log.warning("balancer stopping with %d task(s) that would not end", len(pending))
         for pool in self.pools.values():
             pool.close()
         self._server = None

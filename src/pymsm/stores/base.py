@@ -14,6 +14,9 @@ Conditional operations:
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
@@ -71,3 +74,29 @@ def check_item_size(node: str, key: str, value: bytes, limit: int) -> None:
             f"of {limit} (memcached -I); store less in the session",
             node,
         )
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Make `sock` blocking with `seconds` as the kernel's receive and send timeouts.
+
+    A socket with a Python timeout (`settimeout`) waits in poll() before every send and every
+    receive: a request and its answer cost four system calls instead of two. With SO_RCVTIMEO /
+    SO_SNDTIMEO each call is bounded the same way, and a call that runs out raises
+    BlockingIOError (EAGAIN) instead of TimeoutError: stores map both to StoreTimeout. Where the
+    options cannot be set, the socket keeps Python's timeout.
+    """
+    whole = int(seconds)
+    micros = int((seconds - whole) * 1_000_000)
+    if whole == 0 and micros == 0:
+        micros = 1  # a zero timeval means no timeout at all
+    if sys.platform == "win32":  # pragma: no cover - Windows takes milliseconds as a DWORD
+        timeval = struct.pack("I", max(int(seconds * 1000), 1))
+    else:  # struct timeval: two longs on Linux, the BSDs and macOS (little-endian)
+        timeval = struct.pack("ll", whole, micros)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except OSError:  # pragma: no cover - a platform without these options
+        sock.settimeout(seconds)
+        return
+    sock.settimeout(None)

@@ -12,9 +12,6 @@ the system calls of each round trip (see `_Client`).
 
 from __future__ import annotations
 
-import socket
-import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,20 +23,15 @@ from pymemcache.exceptions import MemcacheError, MemcacheServerError, MemcacheUn
 from pymsm.core.nodes import Node
 from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
 
-from .base import check_item_size, memcached_ttl
+from .base import check_item_size, kernel_timeouts, memcached_ttl
 
 T = TypeVar("T")
 
 
 class _Client(Client):  # type: ignore[misc]  # pymemcache has no py.typed: Any to mypy
-    """pymemcache's client, its socket blocking with the operation timeout set in the kernel.
-
-    With `settimeout(t)` CPython waits in poll() before each send and each receive, so a round
-    trip costs four system calls instead of two (the raw pymemcache client without a timeout
-    makes two); the kernel's receive and send timeouts bound each call the same way. A receive
-    that times out raises BlockingIOError (EAGAIN), mapped to StoreTimeout. Where the option
-    cannot be set, the socket keeps Python's timeout.
-    """
+    """pymemcache's client, its socket blocking with the operation timeout in the kernel
+    (`kernel_timeouts`): one send and one receive a round trip, as the raw client without a
+    timeout makes, instead of a poll before each."""
 
     def __init__(self, server: tuple[str, int], *, operation_timeout: float, **kwargs: Any) -> None:
         super().__init__(server, timeout=None, **kwargs)
@@ -47,25 +39,8 @@ class _Client(Client):  # type: ignore[misc]  # pymemcache has no py.typed: Any 
 
     def _connect(self) -> None:
         super()._connect()  # connects within connect_timeout, then leaves the socket blocking
-        sock = self.sock
-        assert sock is not None
-        try:
-            timeval = _timeval(self.operation_timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-        except OSError:  # pragma: no cover - a platform without these options
-            sock.settimeout(self.operation_timeout)
-
-
-def _timeval(seconds: float) -> bytes:
-    """struct timeval for SO_RCVTIMEO (Linux, BSD and macOS: two longs on little-endian)."""
-    whole = int(seconds)
-    micros = int((seconds - whole) * 1_000_000)
-    if whole == 0 and micros == 0:
-        micros = 1  # a zero timeval means no timeout at all
-    if sys.platform == "win32":  # pragma: no cover - Windows takes milliseconds as a DWORD
-        return struct.pack("I", max(int(seconds * 1000), 1))
-    return struct.pack("ll", whole, micros)
+        assert self.sock is not None
+        kernel_timeouts(self.sock, self.operation_timeout)
 
 
 class MemcachedStore:

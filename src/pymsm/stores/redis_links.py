@@ -32,6 +32,8 @@ from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, ResponseError
 
+from .base import kernel_timeouts
+
 # redis-py's mapping of error replies to exception classes (NOSCRIPT, READONLY, ...), so an
 # error reply raises here exactly what it raises through redis-py
 _error: Any = BaseParser.parse_error
@@ -76,7 +78,11 @@ class Wire:
         if self.conn._sock is None:
             self.conn.connect()
         self.sock, self.buf, self.owed = self.conn._sock, b"", 0
-        self.spin = 0.0 if isinstance(self.sock, ssl.SSLSocket) else self.busy_poll
+        plain = not isinstance(self.sock, ssl.SSLSocket)
+        self.spin = self.busy_poll if plain else 0.0
+        timeout = self.sock.gettimeout()
+        if plain and timeout is not None:
+            kernel_timeouts(self.sock, timeout)  # no poll() before each send and receive
 
     def drop(self) -> None:
         self.conn.disconnect()
@@ -87,6 +93,8 @@ class Wire:
             self.sock.sendall(data)
         except TimeoutError:
             raise
+        except BlockingIOError as exc:  # SO_SNDTIMEO ran out
+            raise TimeoutError("Timeout writing to socket") from exc
         except OSError as exc:
             raise RedisConnectionError(f"Error while writing to the socket: {exc}") from exc
 
@@ -97,6 +105,8 @@ class Wire:
             chunk = self.sock.recv(65536)
         except TimeoutError:
             raise
+        except BlockingIOError as exc:  # SO_RCVTIMEO ran out
+            raise TimeoutError("Timeout reading from socket") from exc
         except OSError as exc:
             raise RedisConnectionError(f"Error while reading from the socket: {exc}") from exc
         if not chunk:
