@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -118,3 +119,22 @@ def test_balancer_thread_refuses_workers(nodes) -> None:
     config = BalancerConfig(parse_backends(backend_args(nodes)), port=0, workers=2)
     with pytest.raises(ConfigError, match="workers=2"):
         BalancerThread(config)
+
+
+def test_a_worker_that_does_not_stop_is_killed_and_the_parent_still_exits(workers) -> None:
+    """A stopped (SIGSTOP) worker cannot act on SIGTERM: the supervisor waits STOP_GRACE
+    seconds for it, then kills it, instead of waiting forever with the port held."""
+    state = wait_state(workers.port, lambda s: len(s["workers"]) == 2)
+    pids = [w["pid"] for w in state["workers"]]
+    assert len(pids) == 2
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        workers.stop()  # SIGINT, then SIGKILL after 5 s
+        assert workers.process is not None and workers.process.returncode == 0
+        assert time.monotonic() - started < 4.5
+        for pid in pids:
+            wait_gone(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGKILL)  # never leave a stopped process behind

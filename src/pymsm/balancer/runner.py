@@ -25,6 +25,7 @@ from pymsm.balancer.shared import Board
 from pymsm.exceptions import ConfigError
 
 log = logging.getLogger("pymsm.balancer")
+STOP_GRACE = 3.0  # seconds the supervisor waits for its stopped workers before killing them
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -86,10 +87,31 @@ def _supervise(config: BalancerConfig) -> None:
             _reap(children, config, board, lambda: stopping)
         finally:
             stop(signal.SIGTERM, None)
-            for pid in list(children):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            _wait_or_kill(list(children), STOP_GRACE)
             signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_or_kill(pids: list[int], grace: float) -> None:
+    """Wait up to `grace` seconds for the stopped workers, then SIGKILL what is left: a worker
+    that does not finish its clean stop must not keep the supervisor (and the port) forever."""
+    deadline = time.monotonic() + grace
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.02)
+    for pid in left:
+        log.warning("balancer worker pid %d did not stop within %ss; killing it", pid, grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _reap(
