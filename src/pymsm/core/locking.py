@@ -152,18 +152,23 @@ def decide(
 ) -> Plan:
     """Lock or not, and write with CAS or not, for one request."""
     if mode.name == "none":
-        return Plan(lock=False, cas=False)
+        return _NEITHER
     if mode.name == "optimistic":
-        return Plan(lock=False, cas=True)
+        return _CAS
     if mode.name == "all":
-        return Plan(lock=True, cas=True)
+        return _LOCK_CAS
     if mode.name == "uriPattern":
         assert mode.pattern is not None
-        return Plan(lock=mode.pattern.search(path) is not None, cas=True)
+        return _LOCK_CAS if mode.pattern.search(path) is not None else _CAS
     if declared is not None:
-        return Plan(lock=declared == WRITE, cas=True)
+        return _LOCK_CAS if declared == WRITE else _CAS
     known = learner is not None and learner.is_readonly(method, path, now)
-    return Plan(lock=not known, cas=True)
+    return _CAS if known else _LOCK_CAS
+
+
+_NEITHER = Plan(lock=False, cas=False)  # the only plans there are: built once, not per request
+_CAS = Plan(lock=False, cas=True)
+_LOCK_CAS = Plan(lock=True, cas=True)
 
 
 # -- the lock protocol ------------------------------------------------------------------------
