@@ -4,10 +4,12 @@ against real memcached in tests/integration)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from pymsm import SessionManager
+from pymsm.core import flows
 from pymsm.core.flows import Keys
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import MemoryStore
@@ -358,3 +360,59 @@ def test_a_record_written_while_its_backup_node_was_dead_gets_its_backup_when_it
     assert manager.health.describe(other, clock()) == "healthy"
     stores[home].down = True  # the refilled copy serves once the home node is gone
     assert manager.load(sid)["n"] == 4
+
+
+def _states(clock: Clock, manager: SessionManager, stores: dict[str, MemoryStore]) -> list[Any]:
+    """Sessions in every state a save can meet, each as (name, loaded session)."""
+    sid = stored_session(manager, user="ann", items=[1])
+    out: list[Any] = [("new, untouched", manager.load(None))]
+    fresh = manager.load(None)
+    fresh["x"] = 1
+    out.append(("new, written", fresh))
+    out.append(("unchanged, access recent", manager.load(sid)))
+    read = manager.load(sid)
+    _ = read["items"]  # a mutable value handed out: the save must re-encode to know
+    out.append(("mutable read", read))
+    changed = manager.load(sid)
+    changed["user"] = "bob"
+    out.append(("changed", changed))
+    rotated = manager.load(sid)
+    rotated.rotate_id()
+    out.append(("rotated", rotated))
+    ended = manager.load(sid)
+    ended.invalidate()
+    out.append(("invalidated", ended))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("later", "resolution"),
+    [(0, None), (30, None), (400, None), (400, 1000)],  # s; the default resolution here is 6 s
+    ids=["access recent", "access due", "half-lived", "half-lived, access recent"],
+)
+def test_settled_answers_exactly_what_save_would_without_writing(
+    clock: Clock, later: int, resolution: int | None
+) -> None:
+    """`settled` is the drivers' shortcut past the save flow: when it answers, the flow would
+    have answered the same and written nothing; otherwise it leaves the session to the flow."""
+    manager, stores = cluster(clock, access_time_resolution=resolution)  # idle timeout 600 s
+    shortcut = set()
+    for name, session in _states(clock, manager, stores):
+        clock.now += later
+        ctx = manager.save_context(session)
+        quick = flows.settled(ctx, session)
+        flow = flows.save(ctx, session)
+        ops: list[Any] = []
+        try:
+            op = next(flow)
+            while True:
+                ops.append(op)
+                op = flow.send(manager._execute(op))
+        except StopIteration as stop:
+            saved = stop.value
+        if quick is not None:
+            shortcut.add(name)
+            assert (quick.status, ops) == (saved.status, []), name
+        clock.now -= later
+    expected = {"new, untouched", "unchanged, access recent"} if later == 0 else {"new, untouched"}
+    assert shortcut == expected

@@ -159,7 +159,9 @@ class AsyncSessionManager(_Base):
         if self._sticky is not None:
             return await self._sticky.save(session)
         ctx = self.save_context(session)
-        saved = await self.run(flows.save(ctx, session))
+        saved = flows.settled(ctx, session)  # nothing to write: no flow to run
+        if saved is None:
+            saved = await self.run(flows.save(ctx, session))
         self._note_save(session, saved)
         return self._saved(ctx, session, saved)
 

@@ -400,7 +400,9 @@ class SessionManager(_Base):
         if self._sticky is not None:
             return self._sticky.save(session)
         ctx = self.save_context(session)
-        saved = self.run(flows.save(ctx, session))
+        saved = flows.settled(ctx, session)  # nothing to write: no flow to run
+        if saved is None:
+            saved = self.run(flows.save(ctx, session))
         self._note_save(session, saved)
         return self._saved(ctx, session, saved)
 

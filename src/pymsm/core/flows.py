@@ -24,6 +24,7 @@ from .writes import (
     _write_copies,
     delete,
     save,
+    settled,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "load",
     "new_session",
     "save",
+    "settled",
 ]
 
 

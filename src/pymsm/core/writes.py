@@ -70,8 +70,9 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     for old in session.retired:
         yield from delete(ctx, old)
     session.retired.clear()
-    if session.is_new and not session.modified:
-        return Saved("skipped")
+    quiet = settled(ctx, session)
+    if quiet is not None:
+        return quiet
     try:
         payload, changed = _payload(ctx, session)
     except CodecError as exc:
@@ -87,7 +88,7 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
         and ctx.up(primary)
         and not _needs_rewrite(ctx, record, primary)
     ):
-        if ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive):
+        if _access_fresh(ctx, session):
             return Saved("unchanged")  # the stored access time is recent enough: no write
         accessed = _ms(session.last_accessed), _ms(session.this_accessed)
         yield from _write_validity(
@@ -108,6 +109,30 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     session.is_new = False
     session.mark_saved()
     return saved
+
+
+def settled(ctx: Context, session: Session) -> Saved | None:
+    """What `save` answers when it has nothing to do, found without running it (most requests
+    change nothing, and a flow costs a generator and a driver): a new session the request did not
+    write to, or a stored one that did not change, whose record needs no rewrite and whose
+    stored access time is recent enough. None when `save` may have work to do."""
+    if session.retired:
+        return None
+    if session.is_new:
+        return None if session.modified else Saved("skipped")
+    record = session.record
+    if record is None or session.modified or session.mutable_read:
+        return None  # (a mutable read is settled by `save`, once it re-encoded the data)
+    primary = ctx.node_of(session.sid)
+    if primary is None or not ctx.up(primary) or _needs_rewrite(ctx, record, primary):
+        return None
+    return Saved("unchanged") if _access_fresh(ctx, session) else None
+
+
+def _access_fresh(ctx: Context, session: Session) -> bool:
+    """The stored access time is recent enough (`access_time_resolution`): no validity write."""
+    max_inactive = session.max_inactive_interval
+    return ctx.now_ms - _ms(session.last_accessed) < ctx.access_resolution_ms(max_inactive)
 
 
 def _payload(ctx: Context, session: Session) -> tuple[bytes, bool]:
