@@ -74,11 +74,20 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
     if ctx.up(primary):
         # record + validity only: the tombstone matters only when a backup copy is about to be
         # used (below), so the common request reads two keys, not three
-        found, token = yield from _read(ctx, primary, (keys.record, keys.validity))
+        found = yield from _run(
+            Gets(primary, (keys.record, keys.validity))
+            if ctx.cas
+            else Get(primary, (keys.record, keys.validity))
+        )
         if _failed(found):
             errors.append(f"{primary}: {found}")
         elif keys.record in found:
-            loaded = yield from _open(ctx, sid, found[keys.record], found.get(keys.validity), keys)
+            raw, raw_validity = found[keys.record], found.get(keys.validity)
+            token = None
+            if ctx.cas:  # Gets answers (value, CAS token) pairs; the token is the record's
+                raw, token = raw
+                raw_validity = raw_validity[0] if raw_validity is not None else None
+            loaded = yield from _open(ctx, sid, raw, raw_validity, keys)
             loaded.token = token
             return loaded
         else:
@@ -119,17 +128,6 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             return loaded
         return (yield from _rehome(ctx, sid, node, loaded))
     return _nothing(errors)
-
-
-def _read(ctx: Context, node: str, keys: tuple[str, ...]) -> Flow[tuple[Any, Any]]:
-    """Multi-get `keys` -> (values or the StoreError, the first key's CAS token or None)."""
-    if not ctx.cas:
-        return (yield from _run(Get(node, keys))), None
-    found = yield from _run(Gets(node, keys))
-    if _failed(found):
-        return found, None
-    token = found[keys[0]][1] if keys[0] in found else None
-    return {k: v for k, (v, _) in found.items()}, token
 
 
 def _nothing(errors: list[str]) -> Loaded:
