@@ -66,6 +66,8 @@ class NodeList:
     failover: frozenset[str] = frozenset()
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False)
     _after: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+    # whether ids name nodes (n1:host:port); asked several times per request, so computed once
+    has_ids: bool = field(init=False, repr=False, compare=False)
     redis: RedisUrl | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +76,7 @@ class NodeList:
         after = {i: ids[k + 1 :] + ids[:k] for k, i in enumerate(ids)}
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_after", after)
+        object.__setattr__(self, "has_ids", self.nodes[0].id is not None)
 
     @classmethod
     def parse(cls, text: str, failover_nodes: str | Iterable[str] = "") -> NodeList:
@@ -118,10 +121,6 @@ class NodeList:
             )
         host, port = url.hosts[0]
         return cls((Node(None, host, port),), redis=url)
-
-    @property
-    def has_ids(self) -> bool:
-        return self.nodes[0].id is not None
 
     @property
     def ids(self) -> list[str]:
