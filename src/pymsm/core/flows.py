@@ -74,7 +74,8 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
     if ctx.up(primary):
         # record + validity only: the tombstone matters only when a backup copy is about to be
         # used (below), so the common request reads two keys, not three
-        found = yield from _run(
+        # (a bare yield, not `_run`: the common request's read, one generator fewer)
+        found = yield (
             Gets(primary, (keys.record, keys.validity))
             if ctx.cas
             else Get(primary, (keys.record, keys.validity))
@@ -87,7 +88,9 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             if ctx.cas:  # Gets answers (value, CAS token) pairs; the token is the record's
                 raw, token = raw
                 raw_validity = raw_validity[0] if raw_validity is not None else None
-            loaded = yield from _open(ctx, sid, raw, raw_validity, keys)
+            loaded = _open(ctx, sid, raw, raw_validity)
+            if loaded.status == "expired":
+                yield from delete(ctx, sid)
             loaded.token = token
             return loaded
         else:
@@ -111,9 +114,7 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             return Loaded("missing", reason="invalidated")
         if keys.backup not in found:
             continue
-        loaded = yield from _open(
-            ctx, sid, found[keys.backup], found.get(keys.backup_validity), None
-        )
+        loaded = _open(ctx, sid, found[keys.backup], found.get(keys.backup_validity))
         if loaded.status != "found":
             return loaded
         if primary_reachable:
@@ -136,9 +137,9 @@ def _nothing(errors: list[str]) -> Loaded:
     return Loaded("missing", reason="not in the store")
 
 
-def _open(
-    ctx: Context, sid: SessionId, raw: bytes, raw_validity: bytes | None, keys: Keys | None
-) -> Flow[Loaded]:
+def _open(ctx: Context, sid: SessionId, raw: bytes, raw_validity: bytes | None) -> Loaded:
+    """Decode a record and its validity: found, corrupt, or expired (the caller deletes an
+    expired primary copy)."""
     try:
         record = ctx.format.decode(raw, require_signature=_needs_signature(ctx, raw))
         decoder = ctx.decoders.get(record.codec_id)
@@ -150,8 +151,6 @@ def _open(
     validity = _validity(raw_validity, record)
     expires = validity.expires_at()
     if expires is not None and ctx.now_ms >= expires:
-        if keys is not None:
-            yield from delete(ctx, sid)
         return Loaded("expired", reason="idle timeout passed")
     return Loaded("found", sid, data, record, validity)
 
