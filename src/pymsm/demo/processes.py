@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,67 @@ def listening(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
         return False
 
 
+class Watchdog:
+    """The demo's side of `pymsm.demo.watchdog`: a child process that SIGKILLs the process groups
+    it watches if the demo dies without a clean stop (the pipe to it closes). Started with the
+    first node; `close()` after a clean stop lets it exit without killing anything."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._write: int | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        """The group is gone (reaped): its id may be reused and must never be killed later."""
+        self._say(f"-{pgid}")
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            if self._write is None:
+                if line.startswith("-"):
+                    return
+                self._start()
+            assert self._write is not None
+            with contextlib.suppress(OSError):  # the watchdog died: the demo runs on without it
+                os.write(self._write, line.encode() + b"\n")
+
+    def _start(self) -> None:
+        read, write = os.pipe()  # not inheritable: only the watchdog's stdin is this pipe
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pymsm.demo.watchdog"],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the terminal must not reach it
+            )
+        except BaseException:
+            os.close(write)
+            raise
+        finally:
+            os.close(read)
+        self._write = write
+
+    def close(self) -> None:
+        """After a clean stop: the watchdog exits and kills nothing."""
+        with self._lock:
+            if self._write is None:
+                return
+            with contextlib.suppress(OSError):
+                os.write(self._write, b"done\n")
+            os.close(self._write)
+            self._write = None
+        if self.process is not None:
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
 class NodeProcess:
     """One node. `argv` and `env` are fixed at creation; `start()` returns once the port
     accepts connections (raises DemoError with the log tail if the process exits first)."""
@@ -67,9 +129,11 @@ class NodeProcess:
         argv: Sequence[str],
         log_path: Path,
         env: dict[str, str] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.kind, self.name, self.port = kind, name, port
         self.argv, self.env, self.log_path = list(argv), env, log_path
+        self.watchdog = watchdog  # kills this node's group if the demo dies without stopping it
         self.process: subprocess.Popen[bytes] | None = None
         self.status = "not started"
 
@@ -97,6 +161,8 @@ class NodeProcess:
                 env={**os.environ, **self.env} if self.env else None,
                 start_new_session=True,  # own process group: Ctrl-C in the terminal is ours
             )
+        if self.watchdog is not None:
+            self.watchdog.watch(self.process.pid)  # the group's id is the leader's pid
         self.status = "starting"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -162,6 +228,8 @@ class NodeProcess:
         # a group member that outlived its leader (it ignored the signal) must not hold the port
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if self.watchdog is not None:
+            self.watchdog.forget(proc.pid)
 
     def state(self) -> dict[str, Any]:
         running = self.running

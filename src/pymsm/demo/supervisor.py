@@ -28,6 +28,7 @@ from pymsm.demo.processes import (
     HOST,
     DemoError,
     NodeProcess,
+    Watchdog,
     free_port,
     gunicorn_argv,
     memcached_argv,
@@ -48,6 +49,7 @@ class Demo:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pymsm-demo-"))
         self.port = config.port or free_port()
+        self.watchdog = Watchdog()  # the nodes die with the demo, even when it is SIGKILLed
         self.stores = [self._store(name) for name in config.memcached_names]
         self.apps: list[NodeProcess] = []
         self.balancer: BalancerThread | None = None
@@ -98,6 +100,7 @@ class Demo:
                     node.send_stop()
                 for node in group:
                     node.wait_stopped()
+            self.watchdog.close()  # every node is stopped: nothing for it to kill
             if self.control.thread.is_alive():
                 self.control.stop()
             if self._own_workdir:
@@ -120,11 +123,12 @@ class Demo:
         port = free_port()
         log = self.workdir / f"{name}.log"
         if self.config.backend == "redis":
-            return NodeProcess("memcached", name, port, redis_argv(port, self.workdir), log)
+            argv = redis_argv(port, self.workdir)
+            return NodeProcess("memcached", name, port, argv, log, watchdog=self.watchdog)
         argv = memcached_argv(
             port, self.config.memcached_binary, embedded=self.config.embedded_memcached
         )
-        return NodeProcess("memcached", name, port, argv, log)
+        return NodeProcess("memcached", name, port, argv, log, watchdog=self.watchdog)
 
     def store_setting(self) -> str:
         """The `memcached_nodes` value every app node gets."""
@@ -148,7 +152,8 @@ class Demo:
             env["MSM_ROUTE"] = name
         port = free_port()
         argv = gunicorn_argv(port, cfg.app_threads)
-        return NodeProcess("app", name, port, argv, self.workdir / f"{name}.log", env)
+        log = self.workdir / f"{name}.log"
+        return NodeProcess("app", name, port, argv, log, env, watchdog=self.watchdog)
 
     def node(self, kind: str, name: str) -> NodeProcess:
         """Raises KeyError with a message listing the known nodes."""
@@ -211,6 +216,7 @@ class Demo:
                 self.port,
                 nginx_argv(self.workdir, conf),
                 self.workdir / "nginx.log",
+                watchdog=self.watchdog,
             )
             self.nginx.start()
             return
