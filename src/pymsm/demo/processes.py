@@ -152,6 +152,7 @@ class NodeProcess:
 
     def spawn(self) -> None:
         """Start the process without waiting (several nodes start in parallel)."""
+        self._forget_exited()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -228,13 +229,20 @@ class NodeProcess:
         # a group member that outlived its leader (it ignored the signal) must not hold the port
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        if self.watchdog is not None:
+        self._forget_exited()
+
+    def _forget_exited(self) -> None:
+        """A leader that has exited and been reaped frees its group id for reuse: the watchdog
+        must never kill it later."""
+        proc = self.process
+        if self.watchdog is not None and proc is not None and proc.poll() is not None:
             self.watchdog.forget(proc.pid)
 
     def state(self) -> dict[str, Any]:
         running = self.running
         if not running and self.status in ("running", "starting") and self.process is not None:
             self.status = f"exited ({self.process.returncode})"  # died on its own
+            self._forget_exited()
         return {
             "kind": self.kind,
             "name": self.name,
