@@ -138,3 +138,22 @@ def test_a_worker_that_does_not_stop_is_killed_and_the_parent_still_exits(worker
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[0], signal.SIGKILL)  # never leave a stopped process behind
+
+
+def test_sigterm_with_a_stuck_worker_still_stops_the_supervisor(workers) -> None:
+    """SIGTERM (systemd, docker stop) takes the same bounded path as Ctrl-C, out of the wait."""
+    state = wait_state(workers.port, lambda s: len(s["workers"]) == 2)
+    pids = [w["pid"] for w in state["workers"]]
+    assert len(pids) == 2
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        assert workers.process is not None
+        started = time.monotonic()
+        workers.process.send_signal(signal.SIGTERM)
+        assert workers.process.wait(10) == 0
+        assert time.monotonic() - started < 4.5
+        for pid in pids:
+            wait_gone(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[1], signal.SIGKILL)

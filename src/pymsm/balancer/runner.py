@@ -15,7 +15,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -72,23 +71,34 @@ def _supervise(config: BalancerConfig) -> None:
         reserved.bind((config.host, config.port))
         config = dataclasses.replace(config, port=reserved.getsockname()[1])
         board = Board(len(config.backends), config.workers)
-        children = {_fork(config, board, index): index for index in range(config.workers)}
-        stopping = False
+        children: dict[int, int] = {}  # pid -> worker index
 
-        def stop(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+        def terminated(signum: int, frame: object) -> None:
+            raise _Terminated  # out of any wait, as Ctrl-C's KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = signal.signal(signal.SIGTERM, terminated)
         try:
-            _reap(children, config, board, lambda: stopping)
+            for index in range(config.workers):
+                _spawn(children, config, board, index)
+            _reap(children, config, board)
+        except _Terminated:
+            pass  # SIGTERM: a clean stop, then return
         finally:
-            stop(signal.SIGTERM, None)
-            _wait_or_kill(list(children), STOP_GRACE)
-            signal.signal(signal.SIGTERM, previous)
+            # a second signal must not cut the stop short: that would orphan the workers
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                _wait_or_kill(list(children), STOP_GRACE)
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
+                signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the supervisor."""
 
 
 def _wait_or_kill(pids: list[int], grace: float) -> None:
@@ -114,17 +124,15 @@ def _wait_or_kill(pids: list[int], grace: float) -> None:
             os.waitpid(pid, 0)
 
 
-def _reap(
-    children: dict[int, int], config: BalancerConfig, board: Board, stopping: Callable[[], bool]
-) -> None:
-    """Wait for workers; replace one that died unless we are stopping. A worker that exits by
-    itself within a second of starting (it could not listen, say) would fail again: then stop
-    with an error instead of looping."""
+def _reap(children: dict[int, int], config: BalancerConfig, board: Board) -> None:
+    """Wait for workers and replace one that died. A worker that exits by itself within a
+    second of starting (it could not listen, say) would fail again: then stop with an error
+    instead of looping. Returns only when no worker is left; a signal ends it."""
     started = dict.fromkeys(children, time.monotonic())
     while children:
         pid, status = os.wait()
         index = children.pop(pid, None)
-        if index is None or stopping():
+        if index is None:
             continue
         board.clear(index)
         if not os.WIFSIGNALED(status) and time.monotonic() - started[pid] < 1.0:
@@ -132,9 +140,22 @@ def _reap(
         log.warning(
             "balancer worker %d (pid %d) exited (status %d); restarting", index, pid, status
         )
-        new = _fork(config, board, index)
-        children[new] = index
-        started[new] = time.monotonic()
+        started[_spawn(children, config, board, index)] = time.monotonic()
+
+
+_STOPPING = {signal.SIGTERM, signal.SIGINT}
+
+
+def _spawn(children: dict[int, int], config: BalancerConfig, board: Board, index: int) -> int:
+    """Fork worker `index` and list it, with the stop signals held meanwhile: a signal must
+    neither run the supervisor's handler in the new child nor leave a worker unlisted."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        pid = _fork(config, board, index)
+        children[pid] = index
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+    return pid
 
 
 def _fork(config: BalancerConfig, board: Board, index: int) -> int:
@@ -144,6 +165,7 @@ def _fork(config: BalancerConfig, board: Board, index: int) -> int:
     code = 0
     try:  # the child: its own loop, never returns into the parent's code
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)  # held by _spawn across the fork
         _serve(Balancer(config, board, index))
     except KeyboardInterrupt:
         pass
