@@ -19,11 +19,12 @@ import statistics
 import time
 from collections.abc import Callable
 
+from manager_overhead import PAYLOAD, request_shapes
+
 from pymsm import SessionManager
 from pymsm.config import Config
 from pymsm.stores.memory import MemoryStore
 
-PAYLOAD = {f"key{i:02d}": "v" * 40 for i in range(20)}  # ~1 KB encoded, as manager_overhead.py
 NODES = "n1:127.0.0.1:1,n2:127.0.0.1:2"
 
 
@@ -45,15 +46,7 @@ def cases() -> dict[str, Callable[[], object]]:
     sticky_sid = stored(sticky, {"user": "ann", "blob": secrets.token_hex(5000)})
     encoded = json.dumps({**PAYLOAD, "n": 0}, separators=(",", ":")).encode()
 
-    def unchanged() -> None:
-        session = plain.open(sid)
-        _ = session["key00"]
-        plain.save(session)
-
-    def changed() -> None:
-        session = plain.open(sid)
-        session["n"] = session["n"] + 1
-        plain.save(session)
+    unchanged, changed = request_shapes(plain, sid)
 
     def sticky_unchanged() -> None:
         session = sticky.open(sticky_sid)

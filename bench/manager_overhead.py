@@ -53,6 +53,25 @@ def start_memcached() -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("memcached did not start")
 
 
+def request_shapes(
+    manager: SessionManager, sid: str
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two requests the per-request benchmarks time (also bench/cpu_per_request.py): one
+    that reads an attribute and changes nothing, one that increments the counter `n`."""
+
+    def unchanged() -> None:
+        s = manager.open(sid)
+        _ = s["key00"]
+        manager.save(s)
+
+    def changed() -> None:
+        s = manager.open(sid)
+        s["n"] = s["n"] + 1
+        manager.save(s)
+
+    return unchanged, changed
+
+
 class Counting:
     """Wraps a store and counts synchronous round trips."""
 
@@ -116,15 +135,7 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
     if client.get_many([record_key, validity_key]).get(record_key) != raw_record:
         raise SystemExit("the floor does not read the session's record: fix the benchmark")
 
-    def unchanged() -> None:
-        s = manager.open(sid)
-        _ = s["key00"]
-        manager.save(s)
-
-    def changed() -> None:
-        s = manager.open(sid)
-        s["n"] = s["n"] + 1
-        manager.save(s)
+    unchanged, changed = request_shapes(manager, sid)
 
     def floor_unchanged() -> None:
         client.get_many([record_key, validity_key])

@@ -118,9 +118,15 @@ def _flat_types(attributes: Attributes) -> frozenset[type] | None:
     if not set(map(type, attributes)) <= _STR:  # (map/set run in C: half the time of all())
         return None
     types = frozenset(map(type, attributes.values()))
-    if not types <= _FLAT or (len(attributes) == 1 and next(iter(attributes)).startswith(" ")):
+    if not types <= _FLAT or _escaped(attributes):
         return None
     return types
+
+
+def _escaped(attributes: Attributes) -> bool:
+    """A one-key dict whose key starts with a space: written as the escape (or, read back, a
+    tag or the escape itself), never as plain JSON."""
+    return len(attributes) == 1 and next(iter(attributes)).startswith(" ")
 
 
 def _stdlib_encode(value: Any) -> bytes:
@@ -164,7 +170,7 @@ class JsonCodec:
                 if (
                     type(obj) is dict
                     and _ORJSON_SAFE.issuperset(map(type, obj.values()))
-                    and (len(obj) != 1 or not next(iter(obj)).startswith(" "))
+                    and not _escaped(obj)
                 ):
                     return obj
         try:

@@ -74,12 +74,8 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
     if ctx.up(primary):
         # record + validity only: the tombstone matters only when a backup copy is about to be
         # used (below), so the common request reads two keys, not three
-        # (a bare yield, not `_run`: the common request's read, one generator fewer)
-        found = yield (
-            Gets(primary, (keys.record, keys.validity))
-            if ctx.cas
-            else Get(primary, (keys.record, keys.validity))
-        )
+        read = (keys.record, keys.validity)
+        found = yield from _run(Gets(primary, read) if ctx.cas else Get(primary, read))
         if _failed(found):
             errors.append(f"{primary}: {found}")
         elif keys.record in found:

@@ -91,24 +91,16 @@ class Wire:
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
-        except TimeoutError:
-            raise
-        except BlockingIOError as exc:  # SO_SNDTIMEO ran out
-            raise TimeoutError("Timeout writing to socket") from exc
         except OSError as exc:
-            raise RedisConnectionError(f"Error while writing to the socket: {exc}") from exc
+            raise _socket_error(exc, "writing to") from exc
 
     def _more(self) -> None:
         if self.spin and self._polled():
             return
         try:
             chunk = self.sock.recv(65536)
-        except TimeoutError:
-            raise
-        except BlockingIOError as exc:  # SO_RCVTIMEO ran out
-            raise TimeoutError("Timeout reading from socket") from exc
         except OSError as exc:
-            raise RedisConnectionError(f"Error while reading from the socket: {exc}") from exc
+            raise _socket_error(exc, "reading from") from exc
         if not chunk:
             raise RedisConnectionError("Connection closed by server.")
         self.buf += chunk
@@ -130,9 +122,7 @@ class Wire:
                         return False
                     continue
                 except OSError as exc:
-                    raise RedisConnectionError(
-                        f"Error while reading from the socket: {exc}"
-                    ) from exc
+                    raise _socket_error(exc, "reading from") from exc
                 if not chunk:
                     raise RedisConnectionError("Connection closed by server.")
                 self.buf += chunk
@@ -184,6 +174,15 @@ class Wire:
                 raise RedisConnectionError("The previous master is now a replica") from reply
             raise reply
         return reply
+
+
+def _socket_error(exc: OSError, doing: str) -> Exception:
+    """What a socket error while `doing` ("reading from", "writing to") becomes: a timeout
+    (Python's TimeoutError, or EAGAIN once the kernel's SO_RCVTIMEO / SO_SNDTIMEO ran out, see
+    kernel_timeouts) or redis-py's ConnectionError, as the stores map them."""
+    if isinstance(exc, TimeoutError | BlockingIOError):
+        return TimeoutError(f"Timeout {doing} the socket")
+    return RedisConnectionError(f"Error while {doing} the socket: {exc}")
 
 
 class DirectLink:
