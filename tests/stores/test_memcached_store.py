@@ -1,4 +1,4 @@
-"""The pymemcache-based store's own behaviour: timeouts in the kernel, late answers dropped."""
+"""The memcached store's own behaviour: timeouts in the kernel, late answers dropped, the wire protocol, busy-polling."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from pymsm.core.nodes import Node
-from pymsm.exceptions import StoreTimeout
+from pymsm.exceptions import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from pymsm.stores.memcached import MemcachedStore
 from support.servers import HOST, ServerProcess
 
@@ -38,7 +39,7 @@ def test_the_socket_blocks_with_the_timeout_in_the_kernel(memcached_nodes: Nodes
     server = memcached_nodes(1)[0]
     store = MemcachedStore(Node("n1", HOST, server.port), operation_timeout=0.25)
     store.set("k", b"v", 60)
-    sock = store._client().sock
+    sock = store._connection().sock
     assert sock.gettimeout() is None
     for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
         seconds, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
@@ -63,3 +64,124 @@ def test_a_late_answer_is_never_read_as_the_next_reply(memcached_nodes: Nodes) -
         os.kill(server.process.pid, signal.SIGCONT)
     assert store.get_many(["second"]) == {"second": b"2"}
     store.close()
+
+
+class ScriptedServer:
+    """A one-connection-at-a-time server that answers each command line with the next reply of
+    `replies`, written one byte at a time: replies reach the store in as many pieces as TCP
+    cares to make of them. Records the command lines it got."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.replies = replies
+        self.commands: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.replies:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reader = conn.makefile("rb")
+                while self.replies:
+                    line = reader.readline()
+                    if not line:
+                        break
+                    self.commands.append(line)
+                    words = line.split()
+                    if words[0] in (b"set", b"add", b"replace", b"cas"):
+                        reader.read(int(words[4]) + 2)  # the data block
+                    try:
+                        for byte in self.replies.pop(0):
+                            conn.sendall(bytes([byte]))
+                            time.sleep(0.0005)
+                    except OSError:  # the store hung up mid-reply (it found it out of step)
+                        break
+                    if not self.replies:
+                        break
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("busy_poll", [0.0, 0.001])
+def test_replies_are_read_whatever_pieces_they_come_in(busy_poll: float) -> None:
+    data = b"\r\nEND\r\nVALUE x 0 3\r\n"  # a value that looks like the end of a reply
+    server = ScriptedServer(
+        [
+            b"VALUE k 0 %d 77\r\n%s\r\nVALUE v 0 0 78\r\n\r\nEND\r\n" % (len(data), data),
+            b"STORED\r\n",
+            b"EXISTS\r\n",
+        ]
+    )
+    store = MemcachedStore(Node("n1", HOST, server.port), 2.0, busy_poll=busy_poll)
+    assert store.gets_many(["k", "v"]) == {"k": (data, b"77"), "v": (b"", b"78")}
+    assert store.cas("k", b"new", 60, b"77") is True
+    assert store.cas("k", b"newer", 60, b"77") is False
+    assert server.commands == [b"gets k v\r\n", b"cas k 0 60 3 77\r\n", b"cas k 0 60 5 77\r\n"]
+    store.close()
+    server.close()
+
+
+def test_a_reply_out_of_step_drops_the_connection() -> None:
+    """An answer that is not what the command expects (here an error where values belong, then
+    a value without its CRLF) is a StoreError naming the reply, and the next call starts on a
+    new connection: the old stream may hold the rest of a reply meant for another command."""
+    server = ScriptedServer(
+        [b"SERVER_ERROR out of memory\r\n", b"VALUE k 0 2\r\nabcd\r\nEND\r\n", b"END\r\n"]
+    )
+    store = MemcachedStore(Node("n1", HOST, server.port), 2.0)
+    with pytest.raises(StoreError, match="unexpected reply b'SERVER_ERROR out of memory'"):
+        store.get_many(["k"])
+    with pytest.raises(StoreError, match="not followed by CRLF"):
+        store.get_many(["k"])
+    assert store.get_many(["k"]) == {}
+    assert server.connections == 3
+    store.close()
+    server.close()
+
+
+def test_a_connection_closed_mid_reply_is_unavailable() -> None:
+    server = ScriptedServer([b"VALUE k 0 10\r\nabc"])
+    store = MemcachedStore(Node("n1", HOST, server.port), 2.0)
+    with pytest.raises(StoreUnavailable, match="closed the connection"):
+        store.get_many(["k"])
+    store.close()
+    server.close()
+
+
+def test_keys_that_would_inject_a_command_never_reach_the_server(memcached_nodes: Nodes) -> None:
+    server = memcached_nodes(1)[0]
+    store = MemcachedStore(Node("n1", HOST, server.port), 1.0)
+    store.set("victim", b"kept", 60)
+    for key in ("a b", "k\r\nflush_all", "k\x00", "é", "x" * 251, ""):
+        calls: list[Callable[[str], object]] = [
+            lambda k: store.get_many([k]),
+            lambda k: store.set(k, b"v", 60),
+            lambda k: store.delete(k, noreply=True),
+            lambda k: store.touch(k, 60),
+        ]
+        for call in calls:
+            with pytest.raises(StoreError, match="invalid memcached key"):
+                call(key)
+    assert store.get_many(["victim"]) == {"victim": b"kept"}
+    store.close()
+
+
+def test_busy_poll_still_times_out_and_rejects_a_negative_budget(silent_port: int) -> None:
+    store = MemcachedStore(Node("n1", HOST, silent_port), operation_timeout=0.2, busy_poll=0.05)
+    started = time.monotonic()
+    with pytest.raises(StoreTimeout, match=r"did not answer in 0.2s"):
+        store.get_many(["k"])
+    assert 0.2 < time.monotonic() - started < 1.0  # the budget, then the kernel's timeout
+    store.close()
+    with pytest.raises(ConfigError, match=r"busy_poll must be 0 \(off\) or a positive number"):
+        MemcachedStore(Node("n1", HOST, silent_port), busy_poll=-1)

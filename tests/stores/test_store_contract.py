@@ -27,6 +27,7 @@ STORE_KINDS = [
     "redis",
     "redis-async",
     *(f"memcached/{kind}" for kind in sorted(MEMCACHED_KINDS)),
+    "memcached-busy-poll/memcached",  # replies read by polling (MemcachedStore busy_poll)
 ]
 
 
@@ -71,7 +72,8 @@ class Harness:
         if self.kind.startswith("redis"):
             url = f"redis://{HOST}:{port or self._redis_port()}/0"
             return AsyncRedisStore(url, 0.5) if self.kind == "redis-async" else RedisStore(url, 0.5)
-        return MemcachedStore(Node(None, HOST, port or self._memcached()), 0.5)
+        poll = 0.002 if self.kind.startswith("memcached-busy-poll") else 0.0
+        return MemcachedStore(Node(None, HOST, port or self._memcached()), 0.5, busy_poll=poll)
 
     def unreachable(self) -> Any:
         """A store whose server is not there (a free port nobody listens on)."""

@@ -1,49 +1,101 @@
-"""memcached store on pymemcache: one client per node and thread, `no_delay=True`.
+"""memcached store: memcached's text protocol on a blocking socket, one connection per node and
+thread, TCP_NODELAY on.
 
-pymemcache's defaults leave Nagle's algorithm on; with delayed ACKs on the server side a request
-that writes then reads waits ~40 ms. `no_delay=True` removes that (a Flask-Session set-up measured
-40x slower without it). Clients are per thread (pymemcache clients are not thread-safe), so a
-threaded server holds one connection per node and thread.
+Written on the socket (memcached_text.py holds the protocol, shared with the async store)
+rather than on pymemcache, which the first versions used: pymemcache's per-call Python (key
+checks, command assembly, line-by-line reads in 4 KB pieces, serde hooks) cost 9 µs of a 67 µs
+`gets` of two keys on the build VM, more than everything else an unchanged request adds (see
+docs/design.md, "The memcached store"). What pymemcache taught stays:
 
-The operation timeout is the kernel's (SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket), not
-Python's: a socket with a Python timeout polls before every send and every receive, which doubled
-the system calls of each round trip (see `_Client`).
+- TCP_NODELAY: with Nagle's algorithm on and delayed ACKs on the server, a request that writes
+  then reads waits ~40 ms (a Flask-Session set-up measured 40x slower);
+- the operation timeout is the kernel's (SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket,
+  `kernel_timeouts`): a socket with a Python timeout polls before every send and receive,
+  doubling the system calls of a round trip;
+- a connection that timed out or read something unexpected is closed, so a late answer is never
+  read as the reply to the next command;
+- noreply commands are written and not read; sizes are checked first, so "too large" never
+  comes back unasked.
+
+Connections are per thread (threading.local): a threaded server holds one connection per node
+and thread. `busy_poll` (seconds, default off) waits for a reply by polling before blocking
+(`polled_recv`; docs/design.md, "Busy-polling").
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheError, MemcacheServerError, MemcacheUnexpectedCloseError
 
 from pymsm.core.nodes import Node
-from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
+from pymsm.exceptions import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 
-from .base import check_item_size, kernel_timeouts, memcached_ttl
+from . import memcached_text as text
+from .base import check_item_size, kernel_timeouts, memcached_ttl, polled_recv
 
-T = TypeVar("T")
+RECV_SIZE = 65536
 
 
-class _Client(Client):  # type: ignore[misc]  # pymemcache has no py.typed: Any to mypy
-    """pymemcache's client, its socket blocking with the operation timeout in the kernel
-    (`kernel_timeouts`): one send and one receive a round trip, as the raw client without a
-    timeout makes, instead of a poll before each."""
+class _Connection:
+    """One blocking socket and what has been read from it but not parsed yet."""
 
-    def __init__(self, server: tuple[str, int], *, operation_timeout: float, **kwargs: Any) -> None:
-        super().__init__(server, timeout=None, **kwargs)
-        self.operation_timeout = operation_timeout
+    __slots__ = ("buf", "sock", "spin")
 
-    def _connect(self) -> None:
-        super()._connect()  # connects within connect_timeout, then leaves the socket blocking
-        assert self.sock is not None
-        kernel_timeouts(self.sock, self.operation_timeout)
+    def __init__(self, sock: socket.socket, spin: float) -> None:
+        self.sock = sock
+        self.spin = spin
+        self.buf = b""
+
+    def _recv(self) -> bytes:
+        chunk = polled_recv(self.sock, RECV_SIZE, self.spin) if self.spin else None
+        if chunk is None:
+            chunk = self.sock.recv(RECV_SIZE)
+        if not chunk:
+            raise ConnectionResetError("memcached closed the connection")
+        return chunk
+
+    def reply(self, command: bytes) -> bytes:
+        """Send `command`, return its one-line reply."""
+        self.sock.sendall(command)
+        buf = self.buf
+        end = buf.find(b"\r\n")
+        while end < 0:
+            buf += self._recv()
+            end = buf.find(b"\r\n")
+        self.buf = buf[end + 2 :]
+        return buf[:end]
+
+    def values(self, command: bytes) -> dict[str, tuple[bytes, bytes]]:
+        """Send a retrieval command; {key: (data, cas unique or b"")} of its reply, up to END."""
+        self.sock.sendall(command)
+        buf = self.buf
+        found: dict[str, tuple[bytes, bytes]] = {}
+        pos = 0
+        while True:
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                buf += self._recv()
+                continue
+            if end - pos == 3 and buf.startswith(b"END", pos):
+                self.buf = buf[end + 2 :]
+                return found
+            key, size, cas = text.value_header(buf[pos:end])
+            start = end + 2
+            pos = start + size + 2
+            while len(buf) < pos:
+                buf += self._recv()
+            if buf[pos - 2 : pos] != b"\r\n":
+                self.buf = b""
+                raise text.ProtocolError(f"value of {key[:60]!r} not followed by CRLF")
+            found[key] = (buf[start : pos - 2], cas)
 
 
 class MemcachedStore:
+    """The store port over one memcached node (see stores/base.py for the contract). Thread-safe:
+    each thread uses its own connection."""
+
     def __init__(
         self,
         node: Node,
@@ -51,125 +103,163 @@ class MemcachedStore:
         connect_timeout: float | None = None,
         item_size_limit: int = 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        busy_poll: float = 0.0,
     ) -> None:
+        if busy_poll < 0:
+            raise ConfigError(
+                f"busy_poll must be 0 (off) or a positive number of seconds, got {busy_poll}"
+            )
         self.node = node
         self.timeout = operation_timeout
         self.connect_timeout = connect_timeout or operation_timeout
         self.item_size_limit = item_size_limit
         self.clock = clock
+        self.busy_poll = busy_poll
         self._local = threading.local()
-        self._clients: list[Client] = []
-        self._clients_lock = threading.Lock()
+        self._connections: list[_Connection] = []
+        self._connections_lock = threading.Lock()
 
-    def _client(self) -> Client:
-        client: Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = _Client(
-                (self.node.host, self.node.port),
-                operation_timeout=self.timeout,
-                connect_timeout=self.connect_timeout,
-                no_delay=True,
-                allow_unicode_keys=False,
-            )
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+    # -- connection ---------------------------------------------------------------------------
 
-    def _mapped(self, exc: Exception) -> StoreError:
-        """The pymsm error for what pymemcache or the socket raised (dropping a broken client)."""
-        name = self.node.name
-        if isinstance(exc, (TimeoutError, BlockingIOError)):  # BlockingIOError: SO_RCVTIMEO ran out
-            self._drop()
-            return StoreTimeout(
-                f"{name} ({self.node.address}) did not answer in {self.timeout}s", name
-            )
-        if isinstance(exc, (OSError, MemcacheUnexpectedCloseError)):
-            self._drop()
-            return StoreUnavailable(
-                f"{name} ({self.node.address}): {exc or type(exc).__name__}", name
-            )
-        if isinstance(exc, MemcacheServerError):
-            if "too large" in str(exc):
-                return ItemTooLarge(f"{name}: {exc}", name)
-            return StoreError(f"{name}: server error: {exc}", name)
-        self._drop()
-        return StoreError(f"{name}: {type(exc).__name__}: {exc}", name)
+    def _connection(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _open(self) -> _Connection:
+        node = self.node
+        try:
+            sock = socket.create_connection((node.host, node.port), self.connect_timeout)
+        except TimeoutError as exc:
+            raise StoreTimeout(
+                f"{node.name} ({node.address}): no connection in {self.connect_timeout}s",
+                node.name,
+            ) from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{node.name} ({node.address}): {exc}", node.name) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        kernel_timeouts(sock, self.timeout)
+        return _Connection(sock, self.busy_poll)
 
     def _drop(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
+        """Close this thread's connection: its stream may be out of step with its commands."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._connections_lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            conn.sock.close()
 
-    def _check_size(self, key: str, value: bytes) -> None:
-        check_item_size(self.node.name, key, value, self.item_size_limit)
+    def _mapped(self, exc: OSError) -> StoreError:
+        """The pymsm error for a socket error or a reply out of step (the connection dropped)."""
+        self._drop()
+        name, address = self.node.name, self.node.address
+        if isinstance(exc, TimeoutError | BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
+            return StoreTimeout(f"{name} ({address}) did not answer in {self.timeout}s", name)
+        if isinstance(exc, text.ProtocolError):
+            return StoreError(f"{name} ({address}): {exc}", name)
+        return StoreUnavailable(f"{name} ({address}): {exc or type(exc).__name__}", name)
 
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        # a plain try, not a context manager: this wraps every store operation of every request
+    def _reply(self, command: bytes) -> bytes:
+        # a plain try, not a context manager: this wraps most store operations of every request
+        conn = self._connection()
         try:
-            return fn(*args, **kwargs)
-        except (OSError, MemcacheError) as exc:
+            return conn.reply(command)
+        except OSError as exc:
             raise self._mapped(exc) from exc
 
+    def _values(self, verb: str, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
+        if not keys:
+            return {}  # "get" without a key is an ERROR
+        for key in keys:
+            text.check_key(self.node.name, key)
+        command = f"{verb} {' '.join(keys)}\r\n".encode()
+        conn = self._connection()
+        try:
+            return conn.values(command)
+        except OSError as exc:
+            raise self._mapped(exc) from exc
+
+    def _send(self, command: bytes) -> None:
+        """Write a noreply command."""
+        conn = self._connection()
+        try:
+            conn.sock.sendall(command)
+        except OSError as exc:
+            raise self._mapped(exc) from exc
+
+    def _store(
+        self, verb: str, key: str, value: bytes, ttl: int, noreply: bool, *extra: str
+    ) -> bytes | None:
+        name = self.node.name
+        text.check_key(name, key)
+        check_item_size(name, key, value, self.item_size_limit)
+        exptime = memcached_ttl(ttl, self.clock())
+        command = text.storage(verb, key, value, exptime, noreply, *extra)
+        if noreply:
+            self._send(command)
+            return None
+        reply = self._reply(command)
+        error = text.storage_error(name, reply)
+        if error is not None:
+            if type(error) is StoreError:
+                self._drop()  # after a refused data block the stream may be out of step
+            raise error
+        return reply
+
+    # -- the store port -------------------------------------------------------------------------
+
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        client = self._client()
-        result: dict[str, bytes] = self._call(client.get_many, keys)
-        return result
+        return {k: v for k, (v, _) in self._values("get", keys).items()}
 
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
-        client = self._client()
-        result: dict[str, tuple[bytes, bytes]] = self._call(client.gets_many, keys)
-        return result
+        return self._values("gets", keys)
 
     def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
-        self._check_size(key, value)
-        client = self._client()
-        result: bool | None = self._call(
-            client.cas, key, value, token, memcached_ttl(ttl, self.clock()), noreply=False
-        )
-        return result
+        unique = token.decode() if isinstance(token, bytes) else str(token)
+        if not unique.isdigit():  # memcached's cas unique is a number: nothing else goes out
+            raise StoreError(f"{self.node.name}: invalid cas token {unique[:30]!r}", self.node.name)
+        reply = self._store("cas", key, value, ttl, False, unique)
+        return None if reply == b"NOT_FOUND" else reply == b"STORED"
 
     def delete_if(self, key: str, value: bytes) -> bool:
         """gets, compare, then meta-delete with the CAS unique: atomic on memcached >= 1.6."""
-        client = self._client()
-        found = self._call(client.gets, key)
-        if found is None or found[0] != value:
+        found = self.gets_many([key])
+        if key not in found or found[key][0] != value:
             return False
-        reply = self._call(client.raw_command, f"md {key} C{found[1].decode()}", b"\r\n")
-        return bytes(reply).startswith(b"HD")
+        return self._reply(text.line("md", key, "C" + found[key][1].decode())) == b"HD"
 
     def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
-        self._check_size(key, value)
-        client = self._client()
-        self._call(client.set, key, value, memcached_ttl(ttl, self.clock()), noreply=noreply)
+        self._store("set", key, value, ttl, noreply)
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
-        self._check_size(key, value)
-        client = self._client()
-        return bool(
-            self._call(client.add, key, value, memcached_ttl(ttl, self.clock()), noreply=False)
-        )
+        return self._store("add", key, value, ttl, False) == b"STORED"
 
     def replace(self, key: str, value: bytes, ttl: int) -> bool:
-        self._check_size(key, value)
-        client = self._client()
-        return bool(
-            self._call(client.replace, key, value, memcached_ttl(ttl, self.clock()), noreply=False)
-        )
+        return self._store("replace", key, value, ttl, False) == b"STORED"
 
     def delete(self, key: str, noreply: bool = False) -> bool:
-        client = self._client()
-        return bool(self._call(client.delete, key, noreply=noreply))
+        key = text.check_key(self.node.name, key)
+        if noreply:
+            self._send(text.line("delete", key, "noreply"))
+            return False
+        return self._reply(text.line("delete", key)) == b"DELETED"
 
     def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
-        client = self._client()
-        return bool(
-            self._call(client.touch, key, memcached_ttl(ttl, self.clock()), noreply=noreply)
-        )
+        key = text.check_key(self.node.name, key)
+        exptime = str(memcached_ttl(ttl, self.clock()))
+        if noreply:
+            self._send(text.line("touch", key, exptime, "noreply"))
+            return False
+        return self._reply(text.line("touch", key, exptime)) == b"TOUCHED"
 
     def close(self) -> None:
-        with self._clients_lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.sock.close()
+            self._connections.clear()
         self._local = threading.local()

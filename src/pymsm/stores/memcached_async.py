@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from pymsm.core.nodes import Node
-from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
+from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
+from . import memcached_text as text
 from .base import check_item_size, memcached_ttl
 
 T = TypeVar("T")
@@ -123,11 +124,11 @@ class AsyncMemcachedStore:
     # -- the store port -------------------------------------------------------------------------
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        found = await self._call(_line("get", *map(self._key, keys)), _values)
+        found = await self._call(text.line("get", *map(self._key, keys)), _values)
         return {k: v for k, (v, _) in (found or {}).items()}
 
     async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
-        found = await self._call(_line("gets", *map(self._key, keys)), _values)
+        found = await self._call(text.line("gets", *map(self._key, keys)), _values)
         return found or {}
 
     async def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
@@ -139,7 +140,7 @@ class AsyncMemcachedStore:
         found = await self.gets_many([key])
         if key not in found or found[key][0] != value:
             return False
-        reply = await self._call(_line("md", key, "C" + found[key][1].decode()), _status)
+        reply = await self._call(text.line("md", key, "C" + found[key][1].decode()), _status)
         return reply == b"HD"
 
     async def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
@@ -152,12 +153,12 @@ class AsyncMemcachedStore:
         return await self._store("replace", key, value, ttl, False) == b"STORED"
 
     async def delete(self, key: str, noreply: bool = False) -> bool:
-        command = _line("delete", self._key(key), *(["noreply"] if noreply else []))
+        command = text.line("delete", self._key(key), *(["noreply"] if noreply else []))
         return await self._call(command, None if noreply else _status) == b"DELETED"
 
     async def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
         exptime = str(memcached_ttl(ttl, self.clock()))
-        command = _line("touch", self._key(key), exptime, *(["noreply"] if noreply else []))
+        command = text.line("touch", self._key(key), exptime, *(["noreply"] if noreply else []))
         return await self._call(command, None if noreply else _status) == b"TOUCHED"
 
     async def close(self) -> None:
@@ -176,25 +177,18 @@ class AsyncMemcachedStore:
     ) -> bytes | None:
         self._key(key)
         check_item_size(self.node.name, key, value, self.item_size_limit)
-        exptime = str(memcached_ttl(ttl, self.clock()))
-        head = _line(
-            verb, key, "0", exptime, str(len(value)), *extra, *(["noreply"] if noreply else [])
-        )
-        reply = await self._call(head + value + b"\r\n", None if noreply else _status)
-        if reply is not None and reply.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")):
-            text = f"{self.node.name}: {reply.decode(errors='replace')}"
-            if b"too large" in reply:
-                raise ItemTooLarge(text, self.node.name)
-            await self.close()  # after a refused data block the stream may be out of step
-            raise StoreError(text, self.node.name)
+        exptime = memcached_ttl(ttl, self.clock())
+        command = text.storage(verb, key, value, exptime, noreply, *extra)
+        reply = await self._call(command, None if noreply else _status)
+        error = None if reply is None else text.storage_error(self.node.name, reply)
+        if error is not None:
+            if type(error) is StoreError:
+                await self.close()  # after a refused data block the stream may be out of step
+            raise error
         return reply
 
     def _key(self, key: str) -> str:
-        if not key or len(key) > 250 or not key.isascii() or any(c <= " " for c in key):
-            raise StoreError(
-                f"{self.node.name}: invalid memcached key {key[:60]!r}", self.node.name
-            )
-        return key
+        return text.check_key(self.node.name, key)
 
 
 def _no_delay(writer: asyncio.StreamWriter) -> None:
@@ -204,10 +198,6 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _line(*words: str) -> bytes:
-    return " ".join(words).encode() + b"\r\n"
 
 
 async def _status(reader: asyncio.StreamReader) -> bytes:
@@ -221,8 +211,6 @@ async def _values(reader: asyncio.StreamReader) -> dict[str, tuple[bytes, bytes]
         line = (await reader.readuntil(b"\r\n"))[:-2]
         if line == b"END":
             return found
-        parts = line.split()
-        if len(parts) < 4 or parts[0] != b"VALUE":
-            raise OSError(f"unexpected reply {line[:80]!r}")
-        data = await reader.readexactly(int(parts[3]) + 2)
-        found[parts[1].decode()] = (data[:-2], parts[4] if len(parts) > 4 else b"")
+        key, size, cas = text.value_header(line)
+        data = await reader.readexactly(size + 2)
+        found[key] = (data[:-2], cas)

@@ -23,7 +23,6 @@ import hashlib
 import os
 import ssl
 import threading
-import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -32,7 +31,7 @@ from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, ResponseError
 
-from .base import kernel_timeouts
+from .base import kernel_timeouts, polled_recv
 
 # redis-py's mapping of error replies to exception classes (NOSCRIPT, READONLY, ...), so an
 # error reply raises here exactly what it raises through redis-py
@@ -95,40 +94,15 @@ class Wire:
             raise _socket_error(exc, "writing to") from exc
 
     def _more(self) -> None:
-        if self.spin and self._polled():
-            return
         try:
-            chunk = self.sock.recv(65536)
+            chunk = polled_recv(self.sock, 65536, self.spin) if self.spin else None
+            if chunk is None:
+                chunk = self.sock.recv(65536)
         except OSError as exc:
             raise _socket_error(exc, "reading from") from exc
         if not chunk:
             raise RedisConnectionError("Connection closed by server.")
         self.buf += chunk
-
-    def _polled(self) -> bool:
-        """Busy-poll: try to read without blocking for up to `spin` seconds. A reply that comes
-        within it is read without this thread sleeping and being woken again (tens of µs on a
-        virtual machine); the price is CPU spent waiting, so it is opt-in."""
-        sock = self.sock
-        timeout = sock.gettimeout()
-        deadline = time.perf_counter() + self.spin
-        sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    chunk = sock.recv(65536)
-                except BlockingIOError:
-                    if time.perf_counter() >= deadline:
-                        return False
-                    continue
-                except OSError as exc:
-                    raise _socket_error(exc, "reading from") from exc
-                if not chunk:
-                    raise RedisConnectionError("Connection closed by server.")
-                self.buf += chunk
-                return True
-        finally:
-            sock.settimeout(timeout)
 
     def _line(self, pos: int) -> tuple[bytes, int]:
         end = self.buf.find(b"\r\n", pos)
