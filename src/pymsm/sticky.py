@@ -103,12 +103,16 @@ class _StickyCache(Generic[M]):
 
     # -- save -------------------------------------------------------------------------------
 
-    def _save_start(self, session: Session) -> _Saving:
-        retired = [str(old) for old in session.retired]
+    def _save_start(self, session: Session) -> _Saving | flows.Saved:
+        """The save to run, or what the save did when it has nothing to write (`settled`)."""
         before = str(session.sid)
         ctx = self.manager.save_context(session)
         with self.lock:
             entry = self.cache.get(before)
+        quiet = sticky.settled(ctx, session, entry)
+        if quiet is not None:
+            return self.manager._saved(ctx, session, quiet.saved)
+        retired = [str(old) for old in session.retired]
         saving = _Saving(ctx, sticky.save(ctx, session, entry), entry, before, retired)
         if self.writer is not None:
             saving.batch = []
@@ -199,6 +203,8 @@ class StickySessions(_StickyCache["SessionManager"]):
 
     def save(self, session: Session) -> flows.Saved:
         saving = self._save_start(session)
+        if not isinstance(saving, _Saving):
+            return saving  # nothing to write
         stored = drive(saving.flow, self._write if saving.batch is None else self.manager._execute)
         return self._save_end(saving, session, stored)
 
@@ -241,6 +247,8 @@ class AsyncStickySessions(_StickyCache["AsyncSessionManager"]):
 
     async def save(self, session: Session) -> flows.Saved:
         saving = self._save_start(session)
+        if not isinstance(saving, _Saving):
+            return saving  # nothing to write
         stores = self.backup_stores if saving.batch is None else self.manager.stores
         stored = await self.manager.run(saving.flow, stores)
         return self._save_end(saving, session, stored)

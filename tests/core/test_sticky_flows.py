@@ -3,10 +3,14 @@ lists n1 as failover node, app2 the other way round)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pymsm import SessionManager
+from pymsm.core import sticky
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
@@ -238,3 +242,56 @@ def test_sticky_cache_is_bounded(stores: dict[str, MemoryStore], clock: Clock) -
     assert app1.stats["sticky_evicted"] == 2
     session, _ = request(app1, cookies[0], lambda s: s["i"])  # evicted: read from the store
     assert session["i"] == 0 and session.load_status == "found"
+
+
+@pytest.mark.parametrize("later", [3, 15, 400], ids=["fresh", "validity due", "half-lived"])
+def test_settled_answers_exactly_what_the_save_flow_would(
+    stores: dict[str, MemoryStore], clock: Clock, monkeypatch: pytest.MonkeyPatch, later: int
+) -> None:
+    """`sticky.settled` is the drivers' shortcut past the save flow. Compared with the flow run
+    without it (its own first step patched out), on a copy of the cached entry: when the
+    shortcut answers, the flow answers the same, moves the entry's access time the same way
+    and writes nothing; it answers only for an unchanged session whose validity is fresh."""
+    app1 = app("app1", stores, clock)
+    assert app1._sticky is not None
+
+    def loaded(work: Callable[[Session], Any]) -> Session:
+        _, cookie = request(app1, None, lambda s: s.update(user="ann", items=[1]))
+        session = app1.open(cookie)
+        work(session)
+        return session
+
+    states = {
+        "unchanged": loaded(lambda s: s["user"]),
+        "mutable read": loaded(lambda s: s["items"]),
+        "changed": loaded(put("user", "bob")),
+        "rotated": loaded(lambda s: s.rotate_id()),
+        "invalidated": loaded(lambda s: s.invalidate()),
+        "new, written": app1.open(None),
+    }
+    states["new, written"]["x"] = 1
+    clock.now += later
+    shortcut = set()
+    for name, session in states.items():
+        ctx = app1.save_context(session)
+        entry = app1._sticky.cache.get(str(session.sid))
+        copy = None if entry is None else dataclasses.replace(entry)
+        quick = sticky.settled(ctx, session, entry)
+        with monkeypatch.context() as patched:
+            patched.setattr(sticky, "settled", lambda *args: None)
+            flow = sticky.save(ctx, session, copy)
+            ops: list[Any] = []
+            try:
+                op = next(flow)
+                while True:
+                    ops.append(op)
+                    op = flow.send(app1._execute(op))
+            except StopIteration as stop:
+                stored = stop.value
+        if quick is not None:
+            shortcut.add(name)
+            assert quick.entry is entry and stored.entry is copy, name
+            assert (quick.saved.status, ops) == (stored.saved.status, []), name
+            assert entry is not None and copy is not None
+            assert entry.last_accessed == copy.last_accessed == session.this_accessed
+    assert shortcut == ({"unchanged"} if later == 3 else set())

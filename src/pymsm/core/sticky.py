@@ -203,6 +203,9 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     session.retired.clear()
     if session.is_new and not session.modified:
         return Stored(Saved("skipped"), None)
+    quiet = settled(ctx, session, entry)
+    if quiet is not None:
+        return quiet
     try:
         payload, changed = _payload(ctx, session)
     except CodecError as exc:
@@ -220,7 +223,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
         and not _needs_rewrite(ctx, record, node)
     ):
         assert entry is not None
-        if not _validity_due(ctx, entry.stamp, max_inactive):
+        if not _validity_due(ctx, entry.stamp, max_inactive):  # (a mutable read, unchanged)
             entry.last_accessed = session.this_accessed  # see Entry: the one in-place change
             return Stored(Saved("unchanged"), entry)
         key = ctx.keys(sid).validity
@@ -249,6 +252,26 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     session.is_new = False
     session.mark_saved()
     return Stored(Saved(status), kept)
+
+
+def settled(ctx: Context, session: Session, entry: Entry | None) -> Stored | None:
+    """What `save` answers when it writes nothing, found without running it (most requests
+    change nothing, and a flow costs a generator and a driver): a stored session the request
+    did not change, cached here as stored (`entry`, not forced, same id), whose record needs
+    no rewrite and whose validity is recent enough. Its entry then moves its last access time
+    forward in place (see Entry). None when `save` may have work to do."""
+    if session.retired or session.is_new or session.modified or session.mutable_read:
+        return None
+    record = session.record
+    if entry is None or entry.force or record is None or entry.sid != session.sid:
+        return None
+    node = ctx.node_of(entry.sid)
+    if node is None or not ctx.up(node) or _needs_rewrite(ctx, record, node):
+        return None
+    if _validity_due(ctx, entry.stamp, session.max_inactive_interval):
+        return None
+    entry.last_accessed = session.this_accessed
+    return Stored(Saved("unchanged"), entry)
 
 
 def _validity_due(ctx: Context, stamp: int, max_inactive: int) -> bool:
