@@ -2,6 +2,7 @@ import contextlib
 import datetime as dt
 import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -150,6 +151,27 @@ def _stdlib_json_only() -> Any:
 
 def test_orjson_is_installed_so_the_fast_path_is_what_these_tests_compare() -> None:
     assert codecs._orjson is not None, "pyproject.toml depends on orjson: pip install -e ."
+
+
+def test_orjson_reads_only_what_may_be_flat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nested session goes straight to the stdlib: read by orjson first, it would be read
+    twice (orjson's result needs tags restored, which the stdlib's object hook does)."""
+    assert codecs._orjson is not None
+    loads = codecs._orjson.loads
+    read: list[bytes] = []
+
+    def spy(data: bytes) -> Any:
+        read.append(data)
+        return loads(data)
+
+    monkeypatch.setattr(codecs, "_orjson", SimpleNamespace(loads=spy, JSONDecodeError=ValueError))
+    codec = JsonCodec()
+    nested = {"cart": [{"sku": "a", "qty": 1}], "at": dt.datetime(2026, 11, 21)}
+    flat = {"user": "ann", "n": 1, "ok": True}
+    with_brace = {"note": "a { or a ["}
+    for value in (nested, flat, with_brace):
+        assert codec.decode(codecs._stdlib_encode(codecs._tag(value))) == value
+    assert read == [codecs._stdlib_encode(flat)]
 
 
 def _decoded(data: bytes) -> Any:

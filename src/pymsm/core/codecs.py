@@ -161,7 +161,9 @@ class JsonCodec:
         return _stdlib_encode(attributes)
 
     def decode(self, data: bytes) -> Attributes:
-        if _orjson is not None:
+        # orjson only for what may be flat: a nested session (a "{" or "[" past the opening
+        # brace; a string holding one also takes the stdlib) would be decoded twice otherwise
+        if _orjson is not None and data.find(b"{", 1) < 0 and data.find(b"[") < 0:
             try:
                 obj = _orjson.loads(data)
             except _orjson.JSONDecodeError:
