@@ -6,12 +6,20 @@ Prints the median time per request over many rounds, the ratio sticky / non-stic
 bytes read from memcached per request. "sticky, validity every request" measures
 access_time_resolution=0 (the validity rewritten on every request, as MSM does).
 
+Two session shapes of about 10 KB each (SHAPES), because what sticky mode saves is the
+non-sticky load's transfer and decode, and the decode depends on the shape:
+- "structured": what apps keep in a session: a cart of 72 items (dicts with a nested dict),
+  roles, preferences, a CSRF token and a datetime (a tagged value of the json codec);
+- "flat string": one 10 KB hex string beside the user name, the cheapest data to decode there
+  is (the json codec's flat fast path on orjson), so the best case for non-sticky mode.
+
     python bench/sticky.py [--requests 2000] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import secrets
 import shutil
@@ -108,39 +116,75 @@ def measure(m: SessionManager, cookie: str, requests: int) -> tuple[float, float
     return elapsed / requests, CountingStore.bytes_read / requests
 
 
+def structured() -> dict[str, Any]:
+    cart = [
+        {
+            "sku": f"SKU-{i:05d}",
+            "name": f"Item number {i} with a longer product title",
+            "qty": i % 3 + 1,
+            "price_cents": 1999 + i,
+            "options": {"color": "blue", "size": "M"},
+        }
+        for i in range(72)
+    ]
+    return {
+        "user": "ann",
+        "user_id": 12345,
+        "roles": ["customer", "beta"],
+        "cart": cart,
+        "prefs": {"lang": "en", "tz": "Europe/Berlin", "theme": "dark"},
+        "csrf": secrets.token_hex(16),
+        "login_at": datetime.datetime(2026, 11, 21, 5, 0, 0),
+    }
+
+
+def flat_string() -> dict[str, Any]:
+    return {"user": "ann", "blob": secrets.token_hex(5000)}
+
+
+SHAPES = {"structured": structured, "flat string": flat_string}  # ~10 KB each, see the docstring
+
+
 def main() -> None:
     args = arguments(__doc__ or "")
     with memcached_cluster() as nodes:
-        managers = {
-            "non-sticky": manager(nodes, False),
-            "sticky": manager(nodes, True),
-            "sticky, validity every request": manager(nodes, True, access_time_resolution=0),
+        modes: dict[str, dict[str, Any]] = {
+            "non-sticky": {"sticky": False},
+            "sticky": {"sticky": True},
+            "sticky, validity every request": {"sticky": True, "access_time_resolution": 0},
         }
-        cookies = {}
-        for name, m in managers.items():
-            session = m.load(None)
-            session["user"] = "ann"
-            session["blob"] = secrets.token_hex(5000)  # 10 KB of attributes
-            m.save(session)
-            cookies[name] = session.id
-            measure(m, session.id, 200)  # warm up connections
-        times: dict[str, list[float]] = {name: [] for name in managers}
-        reads: dict[str, float] = {}
-        for _ in range(args.rounds):  # interleaved rounds: drift hits both alike
-            for name, m in managers.items():
-                per_request, bytes_read = measure(m, cookies[name], args.requests)
-                times[name].append(per_request)
-                reads[name] = bytes_read
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        for name in managers:
-            print(
-                f"{name:>29}: {medians[name] * 1e6:7.1f} us/request (median of {args.rounds} "
-                f"rounds x {args.requests}), {reads[name]:7.0f} bytes read/request"
-            )
-        base = medians["non-sticky"]
-        print(f"sticky / non-sticky = {medians['sticky'] / base:.2f} (target <= 0.60)")
-        each = medians["sticky, validity every request"] / base
-        print(f"sticky, validity every request / non-sticky = {each:.2f}")
+        managers, cookies, sizes = {}, {}, {}
+        for shape, data in SHAPES.items():
+            for mode, settings in modes.items():
+                m = managers[shape, mode] = manager(nodes, **settings)
+                session = m.load(None)
+                session.update(data())
+                m.save(session)
+                cookies[shape, mode] = session.id
+                sizes[shape] = len(session.record.payload) if session.record else 0
+                measure(m, session.id, 200)  # warm up connections
+        times: dict[tuple[str, str], list[float]] = {case: [] for case in managers}
+        reads: dict[tuple[str, str], float] = {}
+        for _ in range(args.rounds):  # interleaved rounds: drift hits every case alike
+            for case, m in managers.items():
+                per_request, bytes_read = measure(m, cookies[case], args.requests)
+                times[case].append(per_request)
+                reads[case] = bytes_read
+        medians = {case: statistics.median(values) for case, values in times.items()}
+        print(f"medians of {args.rounds} rounds x {args.requests} requests")
+        for shape in SHAPES:
+            print(f"{shape} session ({sizes[shape]} bytes of encoded attributes):")
+            for mode in modes:
+                case = (shape, mode)
+                print(
+                    f"  {mode:>30}: {medians[case] * 1e6:7.1f} us/request, "
+                    f"{reads[case]:7.0f} bytes read/request"
+                )
+            base = medians[shape, "non-sticky"]
+            ratio = medians[shape, "sticky"] / base
+            each = medians[shape, "sticky, validity every request"] / base
+            print(f"  sticky / non-sticky = {ratio:.2f} (target <= 0.60)")
+            print(f"  sticky, validity every request / non-sticky = {each:.2f}")
         for m in managers.values():
             m.close()
 
