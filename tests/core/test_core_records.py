@@ -1,6 +1,8 @@
 import contextlib
 import datetime as dt
+import enum
 import uuid
+from collections import OrderedDict
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -253,6 +255,74 @@ def test_json_encode_fast_path_round_trips_through_both_decoders(attributes: Any
         assert repr(JsonCodec().decode(data)) == repr(attributes)
         assert repr(JsonCodec().decode(JsonCodec().encode(attributes))) == repr(attributes)
     assert repr(JsonCodec().decode(data)) == repr(attributes)
+
+
+_NESTED_LEAVES = _LEAVES | st.floats() | st.integers() | st.sampled_from(["\ud800", " dt"])
+
+
+@given(
+    st.dictionaries(
+        _TAG_LIKE_KEYS | st.text(),
+        st.recursive(
+            _NESTED_LEAVES,
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.tuples(inner, inner)
+                | st.dictionaries(_TAG_LIKE_KEYS | st.text(), inner, max_size=3)
+            ),
+            max_leaves=12,
+        ),
+        max_size=3,
+    )
+)
+def test_json_encode_of_nested_sessions_reads_back_as_the_stdlibs_does(attributes: Any) -> None:
+    """Nested sessions are tagged in Python and written by orjson unless they hold NaN or an
+    infinity (orjson writes null) or orjson refuses them (big integers, lone surrogates): what
+    is written reads back, through either decoder, exactly as the stdlib's own writing does."""
+    with _stdlib_json_only():
+        try:
+            expected = repr(JsonCodec().decode(JsonCodec().encode(attributes)))
+        except CodecError:
+            expected = "CodecError"
+    try:
+        data = JsonCodec().encode(attributes)
+    except CodecError:
+        assert expected == "CodecError"
+        return
+    with _stdlib_json_only():
+        assert repr(JsonCodec().decode(data)) == expected
+    assert repr(JsonCodec().decode(data)) == expected
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"a": [{"f": float("nan")}], "b": [1.5, float("-inf")]},  # nested NaN: the stdlib writes
+        {"a": {"n": 2**70}, "b": [1]},  # orjson refuses the integer: the stdlib writes
+        {"a": [{" dt": 1}], "t": (1, [2, (3,)]), "s": {frozenset({1})}},  # escape, tuples, sets
+        {"a": OrderedDict(x=[1]), "b": [_Level.HIGH], _Name("k"): [_Name("v")]},  # subclasses
+        {"cart": [{"sku": "a", "at": dt.datetime(2026, 11, 21), "p": 1.25}]},
+    ],
+)
+def test_json_encode_of_nested_sessions_edge_cases(attributes: Any) -> None:
+    data = JsonCodec().encode(attributes)
+    with _stdlib_json_only():
+        stdlib = JsonCodec().encode(attributes)
+        assert repr(JsonCodec().decode(data)) == repr(JsonCodec().decode(stdlib))
+
+
+def test_json_refuses_what_it_cannot_store_inside_nested_values_too() -> None:
+    for attributes in ({"a": [{1: "x"}]}, {"a": {"b": object()}}, {"a": ({"b": bytearray(2)},)}):
+        with pytest.raises(CodecError, match="json codec"):
+            JsonCodec().encode(attributes)
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pymsm.exceptions import CodecError, ConfigError, RecordError
 
@@ -47,10 +48,11 @@ _TAGS: list[tuple[str, type, Callable[[Any], Any], Callable[[Any], Any]]] = [
     (" u", uuid.UUID, lambda v: v.hex, uuid.UUID),
     (" dec", Decimal, str, Decimal),
     (" b", bytes, lambda v: base64.b64encode(v).decode(), base64.b64decode),
-    (" s", set, lambda v: [_tag(x) for x in v], lambda v: set(v)),
-    (" fs", frozenset, lambda v: [_tag(x) for x in v], lambda v: frozenset(v)),
-    (" t", tuple, lambda v: [_tag(x) for x in v], tuple),
+    (" s", set, list, lambda v: set(v)),
+    (" fs", frozenset, list, lambda v: frozenset(v)),
+    (" t", tuple, list, tuple),
 ]
+_CONTAINER_TAGS = frozenset((" s", " fs", " t"))  # their items are tagged in turn
 _FROM_TAG = {tag: load for tag, _, _, load in _TAGS}
 # A real one-key dict whose key starts with a space is stored as {" di": [key, value]}: as a
 # pair, not as the dict itself, since the JSON decoder's hook sees inner objects first and would
@@ -59,24 +61,88 @@ _ESCAPE = " di"
 
 
 def _tag(value: Any) -> Any:
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, dict):
-        tagged = {_check_key(k): _tag(v) for k, v in value.items()}
+    """`value` as JSON can carry it: tagged types as one-key objects, a real one-key dict with
+    a tag-like key escaped (see _ESCAPE). Raises CodecError for what the codec cannot store."""
+    return _Tagger()(value)
+
+
+class _Tagger:
+    """One tagging walk, which also notes whether it met NaN or an infinity (`nonfinite`: orjson
+    writes those as null, so such a session takes the stdlib's writer). Containers that need no
+    change are returned as they are, not copied: most of a session's dicts and lists hold plain
+    values only."""
+
+    __slots__ = ("nonfinite",)
+
+    def __init__(self) -> None:
+        self.nonfinite = False
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _EXACT:
+            return value
+        if kind is dict:
+            return self._dict(value)
+        if kind is list:
+            return self._list(value)
+        if kind is float:
+            self.nonfinite = self.nonfinite or not math.isfinite(value)
+            return value
+        return self._other(value)
+
+    def _dict(self, value: dict[Any, Any]) -> Any:
+        if not _STR.issuperset(map(type, value)):
+            for key in value:
+                _check_key(key)  # a str subclass passes; anything else is refused
+        kinds = set(map(type, value.values()))
+        if float in kinds:
+            self._floats(value.values())
+        tagged = value
+        if not kinds <= _FLAT:  # copied on the first value the walk changes
+            for key, item in value.items():
+                if type(item) not in _FLAT:
+                    new = self(item)
+                    if new is not item:
+                        if tagged is value:
+                            tagged = dict(value)
+                        tagged[key] = new
         if len(tagged) == 1:
             ((key, item),) = tagged.items()
             if key.startswith(" "):
                 return {_ESCAPE: [key, item]}
         return tagged
-    if isinstance(value, list):
-        return [_tag(v) for v in value]
-    for tag, cls, dump, _ in _TAGS:
-        if isinstance(value, cls):
-            return {tag: dump(value)}
-    raise CodecError(
-        f"the json codec cannot store {type(value).__name__} values; store plain data, "
-        "or choose codec='pickle' with a secret_key"
-    )
+
+    def _list(self, value: list[Any]) -> list[Any]:
+        kinds = set(map(type, value))
+        if float in kinds:
+            self._floats(value)
+        if kinds <= _FLAT:
+            return value
+        return [item if type(item) in _FLAT else self(item) for item in value]
+
+    def _floats(self, values: Iterable[Any]) -> None:
+        if not self.nonfinite:
+            self.nonfinite = not all(math.isfinite(v) for v in values if type(v) is float)
+
+    def _other(self, value: Any) -> Any:
+        """Subclasses of the plain types, dicts and lists; the tagged types."""
+        if isinstance(value, _PLAIN):
+            if isinstance(value, float):
+                self.nonfinite = self.nonfinite or not math.isfinite(value)
+            return value
+        if isinstance(value, dict):
+            return self._dict({_check_key(k): v for k, v in value.items()})
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        for tag, cls, dump, _ in _TAGS:
+            if isinstance(value, cls):
+                if tag in _CONTAINER_TAGS:  # a set, frozenset or tuple
+                    return {tag: [self(x) for x in cast(Iterable[Any], value)]}
+                return {tag: dump(value)}
+        raise CodecError(
+            f"the json codec cannot store {type(value).__name__} values; store plain data, "
+            "or choose codec='pickle' with a secret_key"
+        )
 
 
 def _check_key(key: Any) -> str:
@@ -105,6 +171,7 @@ def _untag(obj: dict[str, Any]) -> Any:
 _JSON_DECODER = json.JSONDecoder(object_hook=_untag)
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _FLAT = frozenset(_PLAIN)  # exact types whose values need no tag
+_EXACT = frozenset((str, int, bool, type(None)))  # the same without float (see _Tagger)
 _STR = frozenset((str,))
 # what orjson may write and read for us: no float, because orjson writes NaN and infinity as
 # null and reads an integer beyond 64 bits as a float; those sessions go through the stdlib
@@ -150,8 +217,16 @@ class JsonCodec:
 
     def encode(self, attributes: Attributes) -> bytes:
         types = _flat_types(attributes)
-        if types is None:
-            return _stdlib_encode(_tag(attributes))
+        if types is None:  # nested, or tagged values: the walk, then orjson (see _Tagger)
+            tagger = _Tagger()
+            tagged = tagger(attributes)
+            if _orjson is not None and not tagger.nonfinite:
+                try:
+                    nested: bytes = _orjson.dumps(tagged)
+                    return nested
+                except TypeError:  # an integer beyond 64 bits, a lone surrogate
+                    pass
+            return _stdlib_encode(tagged)
         if _orjson is not None and types <= _ORJSON_SAFE:
             try:
                 encoded: bytes = _orjson.dumps(attributes)
