@@ -84,8 +84,13 @@ class _Connection:
             key, size, cas = text.value_header(buf[pos:end])
             start = end + 2
             pos = start + size + 2
-            while len(buf) < pos:
-                buf += self._recv()
+            if len(buf) < pos:  # the rest of a big value: chunks joined once, not re-copied
+                chunks, have = [buf], len(buf)
+                while have < pos:
+                    chunk = self._recv()
+                    chunks.append(chunk)
+                    have += len(chunk)
+                buf = b"".join(chunks)
             if buf[pos - 2 : pos] != b"\r\n":
                 self.buf = b""
                 raise text.ProtocolError(f"value of {key[:60]!r} not followed by CRLF")
