@@ -14,6 +14,7 @@ from pymsm.core.flows import Keys
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
+from support.flows import run_recorded
 
 
 @pytest.fixture
@@ -401,15 +402,7 @@ def test_settled_answers_exactly_what_save_would_without_writing(
         clock.now += later
         ctx = manager.save_context(session)
         quick = flows.settled(ctx, session)
-        flow = flows.save(ctx, session)
-        ops: list[Any] = []
-        try:
-            op = next(flow)
-            while True:
-                ops.append(op)
-                op = flow.send(manager._execute(op))
-        except StopIteration as stop:
-            saved = stop.value
+        ops, saved = run_recorded(flows.save(ctx, session), manager._execute)
         if quick is not None:
             shortcut.add(name)
             assert (quick.status, ops) == (saved.status, []), name

@@ -14,6 +14,7 @@ from pymsm.core import sticky
 from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
+from support.flows import run_recorded
 from support.sticky_memory import calls, cookie_after, put, sticky_settings
 
 
@@ -279,15 +280,7 @@ def test_settled_answers_exactly_what_the_save_flow_would(
         quick = sticky.settled(ctx, session, entry)
         with monkeypatch.context() as patched:
             patched.setattr(sticky, "settled", lambda *args: None)
-            flow = sticky.save(ctx, session, copy)
-            ops: list[Any] = []
-            try:
-                op = next(flow)
-                while True:
-                    ops.append(op)
-                    op = flow.send(app1._execute(op))
-            except StopIteration as stop:
-                stored = stop.value
+            ops, stored = run_recorded(sticky.save(ctx, session, copy), app1._execute)
         if quick is not None:
             shortcut.add(name)
             assert quick.entry is entry and stored.entry is copy, name
