@@ -11,8 +11,9 @@ import pytest
 import uvloop
 
 from pymsm.core.nodes import Node
-from pymsm.exceptions import ItemTooLarge, StoreUnavailable
+from pymsm.exceptions import ItemTooLarge, StoreError, StoreUnavailable
 from pymsm.stores.memcached_async import AsyncMemcachedStore
+from support.scripted_server import ScriptedServer
 from support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -150,3 +151,20 @@ def test_connections_have_tcp_nodelay(
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         assert runner.run(scenario()) == 1
+
+
+def test_a_reply_line_that_never_ends_is_a_store_error() -> None:
+    """A line over the stream's limit (asyncio's LimitOverrunError) is a StoreError like any
+    reply out of step, never an exception the store port does not name."""
+    server = ScriptedServer([b"VALUE " + b"k" * 70_000], piece=4096)
+    store = AsyncMemcachedStore(Node("n1", "127.0.0.1", server.port), operation_timeout=30.0)
+
+    async def read() -> None:
+        try:
+            with pytest.raises(StoreError, match="n1"):
+                await store.get_many(["k"])
+        finally:
+            await store.close()
+
+    asyncio.run(read())
+    server.close()

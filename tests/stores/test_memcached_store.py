@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 
@@ -15,6 +14,7 @@ import pytest
 from pymsm.core.nodes import Node
 from pymsm.exceptions import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from pymsm.stores.memcached import MemcachedStore
+from support.scripted_server import ScriptedServer
 from support.servers import HOST, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -66,52 +66,6 @@ def test_a_late_answer_is_never_read_as_the_next_reply(memcached_nodes: Nodes) -
     store.close()
 
 
-class ScriptedServer:
-    """A one-connection-at-a-time server that answers each command line with the next reply of
-    `replies`, written one byte at a time: replies reach the store in as many pieces as TCP
-    cares to make of them. Records the command lines it got."""
-
-    def __init__(self, replies: list[bytes]) -> None:
-        self.replies = replies
-        self.commands: list[bytes] = []
-        self.connections = 0
-        self.listener = socket.create_server((HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.replies:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                reader = conn.makefile("rb")
-                while self.replies:
-                    line = reader.readline()
-                    if not line:
-                        break
-                    self.commands.append(line)
-                    words = line.split()
-                    if words[0] in (b"set", b"add", b"replace", b"cas"):
-                        reader.read(int(words[4]) + 2)  # the data block
-                    try:
-                        for byte in self.replies.pop(0):
-                            conn.sendall(bytes([byte]))
-                            time.sleep(0.0005)
-                    except OSError:  # the store hung up mid-reply (it found it out of step)
-                        break
-                    if not self.replies:
-                        break
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
-
-
 @pytest.mark.parametrize("busy_poll", [0.0, 0.001])
 def test_replies_are_read_whatever_pieces_they_come_in(busy_poll: float) -> None:
     data = b"\r\nEND\r\nVALUE x 0 3\r\n"  # a value that looks like the end of a reply
@@ -145,6 +99,19 @@ def test_a_reply_out_of_step_drops_the_connection() -> None:
         store.get_many(["k"])
     assert store.get_many(["k"]) == {}
     assert server.connections == 3
+    store.close()
+    server.close()
+
+
+def test_a_reply_line_that_never_ends_is_out_of_step() -> None:
+    """A broken server that sends a line without end: refused once it is longer than any reply
+    line can be, not read until the timeout into an ever longer buffer."""
+    server = ScriptedServer([b"VALUE " + b"k" * 5000], piece=1000)
+    store = MemcachedStore(Node("n1", HOST, server.port), 5.0)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="reply line over 2048 bytes"):
+        store.get_many(["k"])
+    assert time.monotonic() - started < 4.0  # refused on the length, not the 5 s timeout
     store.close()
     server.close()
 

@@ -56,13 +56,23 @@ class _Connection:
             raise ConnectionResetError("memcached closed the connection")
         return chunk
 
+    def _more(self, buf: bytes, pos: int) -> bytes:
+        """`buf` and what comes next, while a line that starts at `pos` is still unfinished: a
+        reply line is short (a key is at most 250 bytes), so a longer one is out of step."""
+        if len(buf) - pos > text.MAX_LINE:
+            self.buf = b""
+            raise text.ProtocolError(
+                f"reply line over {text.MAX_LINE} bytes: {buf[pos : pos + 80]!r}"
+            )
+        return buf + self._recv()
+
     def reply(self, command: bytes) -> bytes:
         """Send `command`, return its one-line reply."""
         self.sock.sendall(command)
         buf = self.buf
         end = buf.find(b"\r\n")
         while end < 0:
-            buf += self._recv()
+            buf = self._more(buf, 0)
             end = buf.find(b"\r\n")
         self.buf = buf[end + 2 :]
         return buf[:end]
@@ -76,7 +86,7 @@ class _Connection:
         while True:
             end = buf.find(b"\r\n", pos)
             if end < 0:
-                buf += self._recv()
+                buf = self._more(buf, pos)
                 continue
             if end - pos == 3 and buf.startswith(b"END", pos):
                 self.buf = buf[end + 2 :]

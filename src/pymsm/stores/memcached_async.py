@@ -112,6 +112,9 @@ class AsyncMemcachedStore:
             raise StoreTimeout(
                 f"{name} ({self.node.address}) did not answer in {self.timeout}s", name
             ) from exc
+        except (asyncio.LimitOverrunError, text.ProtocolError) as exc:
+            conn.close()  # a reply line over the stream's limit, or not what was asked for
+            raise StoreError(f"{name} ({self.node.address}): {exc}", name) from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             conn.close()
             raise StoreUnavailable(

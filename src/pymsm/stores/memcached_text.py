@@ -10,6 +10,7 @@ from __future__ import annotations
 from pymsm.exceptions import ItemTooLarge, StoreError
 
 MAX_KEY = 250  # memcached's key length limit
+MAX_LINE = 2048  # a reply line (VALUE header, status) is far shorter: longer is out of step
 
 
 class ProtocolError(OSError):
