@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from types import ModuleType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from pymsm.exceptions import CodecError, ConfigError, RecordError
 
@@ -41,18 +41,19 @@ class Codec(Protocol):
 
 _PLAIN = (str, int, float, bool, type(None))
 
-# tag -> (type, to JSON-able, from JSON-able); order matters: datetime is a date subclass
-_TAGS: list[tuple[str, type, Callable[[Any], Any], Callable[[Any], Any]]] = [
-    (" dt", dt.datetime, lambda v: v.isoformat(), dt.datetime.fromisoformat),
-    (" d", dt.date, lambda v: v.isoformat(), dt.date.fromisoformat),
-    (" u", uuid.UUID, lambda v: v.hex, uuid.UUID),
-    (" dec", Decimal, str, Decimal),
-    (" b", bytes, lambda v: base64.b64encode(v).decode(), base64.b64decode),
-    (" s", set, list, lambda v: set(v)),
-    (" fs", frozenset, list, lambda v: frozenset(v)),
-    (" t", tuple, list, tuple),
+# tag -> (type, to JSON-able, from JSON-able); order matters: datetime is a date subclass.
+# "To JSON-able" gets the walk too (`tag`), for the containers whose items are tagged in turn.
+_Dump = Callable[[Any, Callable[[Any], Any]], Any]
+_TAGS: list[tuple[str, type, _Dump, Callable[[Any], Any]]] = [
+    (" dt", dt.datetime, lambda v, tag: v.isoformat(), dt.datetime.fromisoformat),
+    (" d", dt.date, lambda v, tag: v.isoformat(), dt.date.fromisoformat),
+    (" u", uuid.UUID, lambda v, tag: v.hex, uuid.UUID),
+    (" dec", Decimal, lambda v, tag: str(v), Decimal),
+    (" b", bytes, lambda v, tag: base64.b64encode(v).decode(), base64.b64decode),
+    (" s", set, lambda v, tag: [tag(x) for x in v], lambda v: set(v)),
+    (" fs", frozenset, lambda v, tag: [tag(x) for x in v], lambda v: frozenset(v)),
+    (" t", tuple, lambda v, tag: [tag(x) for x in v], tuple),
 ]
-_CONTAINER_TAGS = frozenset((" s", " fs", " t"))  # their items are tagged in turn
 _FROM_TAG = {tag: load for tag, _, _, load in _TAGS}
 # A real one-key dict whose key starts with a space is stored as {" di": [key, value]}: as a
 # pair, not as the dict itself, since the JSON decoder's hook sees inner objects first and would
@@ -79,7 +80,7 @@ class _Tagger:
 
     def __call__(self, value: Any) -> Any:
         kind = type(value)
-        if kind in _EXACT:
+        if kind in _ORJSON_SAFE:
             return value
         if kind is dict:
             return self._dict(value)
@@ -136,9 +137,7 @@ class _Tagger:
             return [self(v) for v in value]
         for tag, cls, dump, _ in _TAGS:
             if isinstance(value, cls):
-                if tag in _CONTAINER_TAGS:  # a set, frozenset or tuple
-                    return {tag: [self(x) for x in cast(Iterable[Any], value)]}
-                return {tag: dump(value)}
+                return {tag: dump(value, self)}
         raise CodecError(
             f"the json codec cannot store {type(value).__name__} values; store plain data, "
             "or choose codec='pickle' with a secret_key"
@@ -171,23 +170,11 @@ def _untag(obj: dict[str, Any]) -> Any:
 _JSON_DECODER = json.JSONDecoder(object_hook=_untag)
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _FLAT = frozenset(_PLAIN)  # exact types whose values need no tag
-_EXACT = frozenset((str, int, bool, type(None)))  # the same without float (see _Tagger)
 _STR = frozenset((str,))
-# what orjson may write and read for us: no float, because orjson writes NaN and infinity as
-# null and reads an integer beyond 64 bits as a float; those sessions go through the stdlib
+# the plain types without float: what orjson reads exactly as the stdlib does (it reads an
+# integer beyond 64 bits as a float, so a decoded float may not have been one); to the tagging
+# walk, the values that need no look at all (a float is checked for NaN and infinity)
 _ORJSON_SAFE = frozenset((str, int, bool, type(None)))
-
-
-def _flat_types(attributes: Attributes) -> frozenset[type] | None:
-    """The value types of a flat session dict (str keys to plain values, the common case, which
-    needs no tagging walk), or None when it needs the walk. (A one-key dict whose key starts
-    with a space needs the escape: the walk handles it.)"""
-    if not set(map(type, attributes)) <= _STR:  # (map/set run in C: half the time of all())
-        return None
-    types = frozenset(map(type, attributes.values()))
-    if not types <= _FLAT or _escaped(attributes):
-        return None
-    return types
 
 
 def _escaped(attributes: Attributes) -> bool:
@@ -207,33 +194,25 @@ def _stdlib_encode(value: Any) -> bytes:
 
 
 class JsonCodec:
-    """JSON with tagged types. With orjson installed, flat sessions of strings, integers,
-    booleans and None are written and read by orjson (the same JSON, read back to the same
-    values; tests/core check it against the stdlib); everything else takes the stdlib path."""
+    """JSON with tagged types. With orjson installed, sessions are written by orjson after the
+    tagging walk, unless they hold NaN or an infinity, and flat sessions of strings, integers,
+    booleans and None are read by orjson (the same JSON, read back to the same values;
+    tests/core check both against the stdlib); everything else takes the stdlib path."""
 
     name = "json"
     id = 1
     needs_signature = False
 
     def encode(self, attributes: Attributes) -> bytes:
-        types = _flat_types(attributes)
-        if types is None:  # nested, or tagged values: the walk, then orjson (see _Tagger)
-            tagger = _Tagger()
-            tagged = tagger(attributes)
-            if _orjson is not None and not tagger.nonfinite:
-                try:
-                    nested: bytes = _orjson.dumps(tagged)
-                    return nested
-                except TypeError:  # an integer beyond 64 bits, a lone surrogate
-                    pass
-            return _stdlib_encode(tagged)
-        if _orjson is not None and types <= _ORJSON_SAFE:
+        tagger = _Tagger()
+        tagged = tagger(attributes)  # a flat session comes back as it is, after one look
+        if _orjson is not None and not tagger.nonfinite:
             try:
-                encoded: bytes = _orjson.dumps(attributes)
+                encoded: bytes = _orjson.dumps(tagged)
                 return encoded
             except TypeError:  # an integer beyond 64 bits, a lone surrogate: the stdlib's way
                 pass
-        return _stdlib_encode(attributes)
+        return _stdlib_encode(tagged)
 
     def decode(self, data: bytes) -> Attributes:
         # orjson only for what may be flat: a nested session (a "{" or "[" past the opening

@@ -40,7 +40,7 @@ from .ids import SessionId
 from .ops import Add, Delete, Get, Op, Replace, Set
 from .records import Record, Validity
 from .session import Session
-from .writes import Saved, _needs_rewrite, _payload
+from .writes import Saved, _payload, _quiet_home
 
 # Written in place of the validity when a session is deleted: readers of either mode see it as
 # long expired; a sticky process tells it from a validity its node lost (restart), which must
@@ -215,20 +215,14 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     node = ctx.node_of(sid)
     record = session.record
     force = entry is None or entry.force or (entry.sid is not sid and entry.sid != sid)
-    if (
-        not (changed or force)
-        and record is not None
-        and node is not None
-        and ctx.up(node)
-        and not _needs_rewrite(ctx, record, node)
-    ):
-        assert entry is not None
+    home = _quiet_home(ctx, sid, record) if not (changed or force) and record is not None else None
+    if home is not None:
+        assert entry is not None and record is not None
         if not _validity_due(ctx, entry.stamp, max_inactive):  # (a mutable read, unchanged)
-            entry.last_accessed = session.this_accessed  # see Entry: the one in-place change
-            return Stored(Saved("unchanged"), entry)
+            return _touched(entry, session)
         key = ctx.keys(sid).validity
         validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
-        yield Set(node, key, validity.encode(), ctx.validity_ttl(max_inactive), noreply=True)
+        yield Set(home, key, validity.encode(), ctx.validity_ttl(max_inactive), noreply=True)
         return Stored(Saved("unchanged"), _next(entry, session, record, stamp))
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
@@ -265,11 +259,16 @@ def settled(ctx: Context, session: Session, entry: Entry | None) -> Stored | Non
     record = session.record
     if entry is None or entry.force or record is None or entry.sid != session.sid:
         return None
-    node = ctx.node_of(entry.sid)
-    if node is None or not ctx.up(node) or _needs_rewrite(ctx, record, node):
+    if _quiet_home(ctx, entry.sid, record) is None:
         return None
     if _validity_due(ctx, entry.stamp, session.max_inactive_interval):
         return None
+    return _touched(entry, session)
+
+
+def _touched(entry: Entry, session: Session) -> Stored:
+    """An unchanged save that writes nothing: the cached entry moves its last access time
+    forward in place (see Entry: the one in-place change)."""
     entry.last_accessed = session.this_accessed
     return Stored(Saved("unchanged"), entry)
 

@@ -81,19 +81,12 @@ def save(ctx: Context, session: Session) -> Flow[Saved]:
     max_inactive = session.max_inactive_interval
     primary = ctx.node_of(sid)
     record = session.record
-    if (
-        not changed
-        and record is not None
-        and primary is not None
-        and ctx.up(primary)
-        and not _needs_rewrite(ctx, record, primary)
-    ):
+    home = _quiet_home(ctx, sid, record) if not changed and record is not None else None
+    if home is not None:
         if _access_fresh(ctx, session):
             return Saved("unchanged")  # the stored access time is recent enough: no write
         accessed = _ms(session.last_accessed), _ms(session.this_accessed)
-        yield from _write_validity(
-            ctx, sid, primary, Validity(max_inactive, *accessed), max_inactive
-        )
+        yield from _write_validity(ctx, sid, home, Validity(max_inactive, *accessed), max_inactive)
         return Saved("unchanged")
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
@@ -123,10 +116,18 @@ def settled(ctx: Context, session: Session) -> Saved | None:
     record = session.record
     if record is None or session.modified or session.mutable_read:
         return None  # (a mutable read is settled by `save`, once it re-encoded the data)
-    primary = ctx.node_of(session.sid)
-    if primary is None or not ctx.up(primary) or _needs_rewrite(ctx, record, primary):
+    if _quiet_home(ctx, session.sid, record) is None:
         return None
     return Saved("unchanged") if _access_fresh(ctx, session) else None
+
+
+def _quiet_home(ctx: Context, sid: SessionId, record: Record) -> str | None:
+    """The node holding `sid`'s stored `record` when a save that changed nothing may leave that
+    record as it is: configured, up, and no rewrite due (`_needs_rewrite`). None otherwise."""
+    node = ctx.node_of(sid)
+    if node is None or not ctx.up(node) or _needs_rewrite(ctx, record, node):
+        return None
+    return node
 
 
 def _access_fresh(ctx: Context, session: Session) -> bool:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
-from pymsm.exceptions import ItemTooLarge
+from pymsm.exceptions import ConfigError, ItemTooLarge
 
 CasToken: TypeAlias = Any
 
@@ -101,6 +101,14 @@ def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
         sock.settimeout(seconds)
         return
     sock.settimeout(None)
+
+
+def check_busy_poll(seconds: float) -> None:
+    """The stores' `busy_poll` option: 0 (off) or a positive budget in seconds."""
+    if seconds < 0:
+        raise ConfigError(
+            f"busy_poll must be 0 (off) or a positive number of seconds, got {seconds}"
+        )
 
 
 def polled_recv(sock: socket.socket, size: int, budget: float) -> bytes | None:

@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from pymsm.core.nodes import Node
-from pymsm.exceptions import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
 from . import memcached_text as text
-from .base import check_item_size, kernel_timeouts, memcached_ttl, polled_recv
+from .base import check_busy_poll, check_item_size, kernel_timeouts, memcached_ttl, polled_recv
 
 RECV_SIZE = 65536
 
@@ -120,10 +120,7 @@ class MemcachedStore:
         clock: Callable[[], float] = time.time,
         busy_poll: float = 0.0,
     ) -> None:
-        if busy_poll < 0:
-            raise ConfigError(
-                f"busy_poll must be 0 (off) or a positive number of seconds, got {busy_poll}"
-            )
+        check_busy_poll(busy_poll)
         self.node = node
         self.timeout = operation_timeout
         self.connect_timeout = connect_timeout or operation_timeout
@@ -235,9 +232,7 @@ class MemcachedStore:
         return self._values("gets", keys)
 
     def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
-        unique = token.decode() if isinstance(token, bytes) else str(token)
-        if not unique.isdigit():  # memcached's cas unique is a number: nothing else goes out
-            raise StoreError(f"{self.node.name}: invalid cas token {unique[:30]!r}", self.node.name)
+        unique = text.cas_unique(self.node.name, token)
         reply = self._store("cas", key, value, ttl, False, unique)
         return None if reply == b"NOT_FOUND" else reply == b"STORED"
 
@@ -246,7 +241,8 @@ class MemcachedStore:
         found = self.gets_many([key])
         if key not in found or found[key][0] != value:
             return False
-        return self._reply(text.line("md", key, "C" + found[key][1].decode())) == b"HD"
+        unique = text.cas_unique(self.node.name, found[key][1])
+        return self._reply(text.line("md", key, "C" + unique)) == b"HD"
 
     def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:
         self._store("set", key, value, ttl, noreply)

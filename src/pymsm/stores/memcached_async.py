@@ -135,7 +135,8 @@ class AsyncMemcachedStore:
         return found or {}
 
     async def cas(self, key: str, value: bytes, ttl: int, token: bytes) -> bool | None:
-        reply = await self._store("cas", key, value, ttl, False, token.decode())
+        unique = text.cas_unique(self.node.name, token)
+        reply = await self._store("cas", key, value, ttl, False, unique)
         return None if reply == b"NOT_FOUND" else reply == b"STORED"
 
     async def delete_if(self, key: str, value: bytes) -> bool:
@@ -143,7 +144,8 @@ class AsyncMemcachedStore:
         found = await self.gets_many([key])
         if key not in found or found[key][0] != value:
             return False
-        reply = await self._call(text.line("md", key, "C" + found[key][1].decode()), _status)
+        unique = text.cas_unique(self.node.name, found[key][1])
+        reply = await self._call(text.line("md", key, "C" + unique), _status)
         return reply == b"HD"
 
     async def set(self, key: str, value: bytes, ttl: int, noreply: bool = False) -> None:

@@ -32,6 +32,15 @@ def check_key(node: str, key: str) -> str:
     return key
 
 
+def cas_unique(node: str, token: bytes | str) -> str:
+    """A CAS token as it goes into `cas` or `md … C<unique>`: memcached's cas unique is a
+    number, and nothing else may go out in its place (a token is the store's own, from gets)."""
+    unique = token.decode() if isinstance(token, bytes) else str(token)
+    if not unique.isdigit():
+        raise StoreError(f"{node}: invalid cas token {unique[:30]!r}", node)
+    return unique
+
+
 def storage(verb: str, key: str, value: bytes, exptime: int, noreply: bool, *extra: str) -> bytes:
     """A whole storage command (set, add, replace, cas): header line, data block."""
     tail = (*extra, "noreply") if noreply else extra

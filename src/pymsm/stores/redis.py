@@ -26,9 +26,10 @@ from typing import Any
 from redis import exceptions as rex
 
 from pymsm.core.redis_url import RedisUrl
-from pymsm.exceptions import ConfigError, ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
+from pymsm.exceptions import ItemTooLarge, StoreError, StoreTimeout, StoreUnavailable
 
 from . import redis_clients
+from .base import check_busy_poll
 from .redis_links import ClientLink, DirectLink
 
 OWN_PREFIXES = ("bak:", "validity:", "lock:", "tomb:")
@@ -147,10 +148,7 @@ class RedisStore(_Base):
         and wake-up per round trip (~45 µs per round trip on the 2-core build VM) for CPU spent
         spinning: worth it only with spare cores and Redis close by (see docs/redis.md)."""
         super().__init__(url, operation_timeout, name)
-        if busy_poll < 0:
-            raise ConfigError(
-                f"busy_poll must be 0 (off) or a positive number of seconds, got {busy_poll}"
-            )
+        check_busy_poll(busy_poll)
         self.client: Any = redis_clients.sync_client(self.url, operation_timeout)
         self._link: DirectLink | ClientLink = (
             ClientLink(self.client)
