@@ -6,6 +6,11 @@ the raw client doing the minimum on the same memcached servers, in the same run.
 Floors: unchanged = one get_many of record + validity; changed = that plus one set of the
 record and noreply writes of validity, backup record and backup validity. Round trips are
 counted by wrapping the stores (a noreply write is not a round trip).
+
+"floor + decode" is the unchanged floor plus decoding the record it read (record header and
+JSON attributes, pymsm's own functions): the least any session manager on this client must
+do. The targets are against the plain floor; the extra line shows how much of pymsm's ratio is
+decoding and how much is the rest of the request (docs/design.md, "Fifth session").
 """
 
 from __future__ import annotations
@@ -142,6 +147,12 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
     def floor_unchanged() -> None:
         client.get_many([record_key, validity_key])
 
+    record_format, codec = manager.format, manager.codec
+
+    def floor_decoded() -> None:
+        raw = client.get_many([record_key, validity_key])[record_key]
+        codec.decode(record_format.decode(raw).payload)
+
     def floor_changed() -> None:
         client.get_many([record_key, validity_key])
         client.set("floor:" + record_key, raw_record, 1800, noreply=False)
@@ -153,6 +164,7 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
         "unchanged": unchanged,
         "changed": changed,
         "floor unchanged": floor_unchanged,
+        "floor + decode": floor_decoded,
         "floor changed": floor_changed,
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
@@ -177,6 +189,10 @@ def run(requests: int, rounds: int, ports: list[int]) -> None:
     )
     print(f"{'case':<18}{'median us':>12}{'ratio':>8}   round trips (sync, noreply)")
     print(f"{'floor unchanged':<18}{med['floor unchanged']:>12.1f}")
+    print(
+        f"{'floor + decode':<18}{med['floor + decode']:>12.1f}"
+        f"{med['floor + decode'] / med['floor unchanged']:>8.2f}"
+    )
     print(
         f"{'unchanged':<18}{med['unchanged']:>12.1f}{med['unchanged'] / med['floor unchanged']:>8.2f}"
         f"   {trips_unchanged}"

@@ -4,7 +4,9 @@ In-process SessionManager, no HTTP: each request opens the session, reads one at
 and builds the cookie header, as the WSGI middleware does. Two memcached nodes on loopback.
 Prints the median time per request over many rounds, the ratio sticky / non-sticky, and the
 bytes read from memcached per request. "sticky, validity every request" measures
-access_time_resolution=0 (the validity rewritten on every request, as MSM does).
+access_time_resolution=0 (the validity rewritten on every request, as MSM does). "validity get
+alone" is the sticky session's 20-byte validity read on its own, with no session code around
+it: the least a sticky request that keeps invariants 5 and 6 can cost (sticky.md, "Speed").
 
 Two session shapes of about 10 KB each (SHAPES), because what sticky mode saves is the
 non-sticky load's transfer and decode, and the decode depends on the shape:
@@ -27,7 +29,7 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -138,6 +140,26 @@ def structured() -> dict[str, Any]:
     }
 
 
+def validity_get(m: SessionManager, cookie: str) -> Callable[[], object]:
+    """The sticky session's validity read on its own, on its node's store (bytes not counted)."""
+    session = m.load(cookie)
+    node = session.sid.node
+    assert node is not None  # the cluster's nodes have ids
+    store = m.stores[node]
+    assert isinstance(store, MemcachedStore)
+    key = m.context().keys(session.sid).validity
+    if not MemcachedStore.get_many(store, [key]):
+        raise SystemExit(f"no validity record under {key!r}: fix the benchmark")
+    return lambda: MemcachedStore.get_many(store, [key])
+
+
+def per_call(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
 def flat_string() -> dict[str, Any]:
     return {"user": "ann", "blob": secrets.token_hex(5000)}
 
@@ -165,11 +187,18 @@ def main() -> None:
                 measure(m, session.id, 200)  # warm up connections
         times: dict[tuple[str, str], list[float]] = {case: [] for case in managers}
         reads: dict[tuple[str, str], float] = {}
+        bare = {
+            shape: validity_get(managers[shape, "sticky"], cookies[shape, "sticky"])
+            for shape in SHAPES
+        }
+        bare_times: dict[str, list[float]] = {shape: [] for shape in SHAPES}
         for _ in range(args.rounds):  # interleaved rounds: drift hits every case alike
             for case, m in managers.items():
                 per_request, bytes_read = measure(m, cookies[case], args.requests)
                 times[case].append(per_request)
                 reads[case] = bytes_read
+            for shape, read in bare.items():
+                bare_times[shape].append(per_call(read, args.requests))
         medians = {case: statistics.median(values) for case, values in times.items()}
         print(f"medians of {args.rounds} rounds x {args.requests} requests")
         for shape in SHAPES:
@@ -183,8 +212,13 @@ def main() -> None:
             base = medians[shape, "non-sticky"]
             ratio = medians[shape, "sticky"] / base
             each = medians[shape, "sticky, validity every request"] / base
+            alone = statistics.median(bare_times[shape])
+            print(f"  {'validity get alone':>30}: {alone * 1e6:7.1f} us/request")
             print(f"  sticky / non-sticky = {ratio:.2f} (target <= 0.60)")
             print(f"  sticky, validity every request / non-sticky = {each:.2f}")
+            print(
+                f"  validity get alone / non-sticky = {alone / base:.2f} (the least sticky can be)"
+            )
         for m in managers.values():
             m.close()
 
