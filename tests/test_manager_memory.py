@@ -363,6 +363,88 @@ def test_a_record_written_while_its_backup_node_was_dead_gets_its_backup_when_it
     assert manager.load(sid)["n"] == 4
 
 
+def _on(manager: SessionManager, node: str, **data: object) -> str:
+    """A stored session whose id names `node` (new sessions land on a random live node)."""
+    while True:
+        sid = stored_session(manager, **data)
+        if sid.endswith("-" + node):
+            return sid
+
+
+def _write(manager: SessionManager, sid: str, **data: object) -> None:
+    session = manager.load(sid)
+    session.update(data)
+    assert manager.save(session).status == "stored" and session.id == sid
+
+
+def test_a_backup_its_node_refuses_goes_to_the_next_live_node(clock: Clock) -> None:
+    """n2 went down since this process last used it (not marked dead yet): the backup copy it
+    refuses is written to n3, so the change has two copies all the same."""
+    manager, stores = cluster(clock, count=3)
+    sid = _on(manager, "n1", v=1)
+    backup = Keys.of("", manager.parse_id(sid)).backup  # type: ignore[arg-type]
+    stores["n2"].down = True
+    clock.now += 1
+    _write(manager, sid, v=2)
+    assert manager.health.is_up("n2", clock())  # one failure: not dead yet
+    assert stores["n3"].items[backup][0] == stores["n1"].items[sid][0]
+
+
+def test_failover_takes_the_newest_backup_copy(clock: Clock) -> None:
+    """n2 missed a change while unreachable and came back holding the old copy; when n1 dies,
+    the session is re-homed from n3's newer copy, not from the first node in ring order."""
+    manager, stores = cluster(clock, count=3)
+    sid = _on(manager, "n1", v=1)
+    stores["n2"].down = True
+    clock.now += 1
+    _write(manager, sid, v=2)
+    stores["n2"].down = False  # back, with its data: a network partition healed
+    clock.now += 30
+    stores["n1"].down = True
+    other = SessionManager(
+        memcached_nodes="n1:127.0.0.1:1,n2:127.0.0.1:2,n3:127.0.0.1:3",
+        stores=stores,  # type: ignore[arg-type]
+        clock=clock,
+        max_inactive_interval=600,
+    )  # another app process: it never saw n2 fail
+    session = other.load(sid)
+    assert dict(session) == {"v": 2}
+    assert session.sid.node == "n3"
+    # the old id's backup copies are gone from both nodes that held one
+    old = Keys.of("", manager.parse_id(sid))  # type: ignore[arg-type]
+    assert all(old.backup not in stores[n].items for n in ("n2", "n3"))
+
+
+def test_a_restarted_primary_is_refilled_from_the_newest_backup_copy(clock: Clock) -> None:
+    manager, stores = cluster(clock, count=3)
+    sid = _on(manager, "n1", v=1)
+    stores["n2"].down = True
+    clock.now += 1
+    _write(manager, sid, v=2)
+    stores["n2"].down = False
+    stores["n1"].items.clear()  # restarted empty
+    clock.now += 30
+    session = manager.load(sid)
+    assert session.id == sid and dict(session) == {"v": 2}
+    assert manager.load(sid)["v"] == 2  # served by the refilled primary now
+
+
+def test_a_logout_a_backup_node_missed_is_not_undone_by_a_failover(clock: Clock) -> None:
+    """n2 was unreachable during the logout and kept its backup copy; n3 got the tombstone.
+    When n1 dies, the old cookie must not bring the session back from n2 (invariant 6)."""
+    manager, stores = cluster(clock, count=3)
+    sid = _on(manager, "n1", user="ann")
+    stores["n2"].down = True
+    session = manager.load(sid)
+    session.invalidate()
+    manager.save(session)
+    stores["n2"].down = False
+    clock.now += 30
+    stores["n1"].down = True
+    replayed = manager.load(sid)
+    assert replayed.is_new and dict(replayed) == {} and replayed.id != sid
+
+
 def _states(clock: Clock, manager: SessionManager, stores: dict[str, MemoryStore]) -> list[Any]:
     """Sessions in every state a save can meet, each as (name, loaded session)."""
     sid = stored_session(manager, user="ann", items=[1])

@@ -1,4 +1,5 @@
-"""Failover against real memcached processes, killed with SIGKILL (DESIGN invariants 1, 3, 6, 7)."""
+"""Failover against real memcached processes, killed with SIGKILL or cut off by a proxy (DESIGN
+invariants 1, 3, 5, 6, 7)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pymemcache.client.base import Client
 from pymsm import SessionManager
 from pymsm.core.flows import Keys
 from pymsm.core.ids import SessionId
+from support.partition import PartitionProxy
 from support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -114,6 +116,82 @@ def test_killing_the_backup_node_moves_the_backup_to_the_next_live_node(
     by_name(servers, sid.node).kill()
     other = manager_for(servers)
     assert other.load(str(sid))["a"] == 1 + writes
+
+
+Cluster = tuple[list[ServerProcess], list[PartitionProxy]]
+
+
+@pytest.fixture
+def partitionable(memcached_nodes: Nodes) -> Iterator[Cluster]:
+    """Three nodes, each reached through a proxy a test can cut off and heal (support/partition)."""
+    servers = memcached_nodes(3)
+    proxies = [PartitionProxy(server.port) for server in servers]
+    yield servers, proxies
+    for proxy in proxies:
+        proxy.stop()
+
+
+def through(cluster: Cluster) -> SessionManager:
+    """An app process's manager that reaches the nodes through the proxies."""
+    servers, proxies = cluster
+    nodes = ",".join(f"{s.name}:{p.address}" for s, p in zip(servers, proxies, strict=True))
+    manager = SessionManager(memcached_nodes=nodes, operation_timeout=500)
+    _open.append(manager)
+    return manager
+
+
+def test_a_node_cut_off_during_writes_does_not_bring_back_its_old_copy(
+    partitionable: Cluster,
+) -> None:
+    """The backup node is cut off while the session changes (the copies go to the third node),
+    comes back with its old copy, and then the primary dies: the newest copy is served."""
+    servers, proxies = partitionable
+    app = through(partitionable)
+    sid = SessionId.parse(new_session(app, n=0))
+    primary = [s.name for s in servers].index(sid.node)
+    backup, third = (primary + 1) % 3, (primary + 2) % 3
+    keys = Keys.of("", sid)
+    # the backup copy is written without waiting: let it arrive before the cut
+    assert eventually(lambda: raw(servers[backup]).get(keys.backup) is not None)
+    proxies[backup].cut()
+    n = 0
+    while n < 5:  # the cut-off node refuses the backup copies until it is marked dead
+        n += 1
+        session = app.load(str(sid))
+        session["n"] = n
+        assert app.save(session).status == "stored"
+        if not app.health.is_up(servers[backup].name, app.clock()):
+            break
+    assert eventually(lambda: raw(servers[third]).get(keys.backup) is not None)
+    assert raw(servers[backup]).get(keys.backup) is not None  # the old copy, still there
+    proxies[backup].heal()
+    servers[primary].kill()
+    session = through(partitionable).load(str(sid))  # another process: it saw no failure
+    assert session["n"] == n
+    assert session.sid.node == servers[third].name
+
+
+def test_a_logout_a_cut_off_node_missed_is_not_undone_by_a_failover(
+    partitionable: Cluster,
+) -> None:
+    """Invariant 6: the backup node missed the logout (cut off); once it is back and the
+    primary dies, the old cookie must not bring the session back from that node's copy."""
+    servers, proxies = partitionable
+    app = through(partitionable)
+    sid = new_session(app, user="ann")
+    primary = [s.name for s in servers].index(SessionId.parse(sid).node)
+    backup = (primary + 1) % 3
+    copy = Keys.of("", SessionId.parse(sid)).backup
+    assert eventually(lambda: raw(servers[backup]).get(copy) is not None)
+    proxies[backup].cut()
+    session = app.load(sid)
+    session.invalidate()
+    app.save(session)
+    proxies[backup].heal()
+    assert raw(servers[backup]).get(copy) is not None  # it missed the logout
+    servers[primary].kill()
+    replayed = through(partitionable).load(sid)
+    assert replayed.is_new and dict(replayed) == {} and replayed.id != sid
 
 
 def test_a_returning_node_is_refilled_as_sessions_are_used(memcached_nodes: Nodes) -> None:

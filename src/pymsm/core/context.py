@@ -87,15 +87,6 @@ class Context:
     def up(self, node: str) -> bool:
         return self.health.is_up(node, self.now)
 
-    def backup_of(self, primary: str) -> str | None:
-        """The next node in the ring that is up, or None (one node, or no other is up)."""
-        if not self.nodes.has_ids:
-            return None
-        for node in self.nodes.after(primary):
-            if self.up(node):
-                return node
-        return None
-
     def choose_node(self, exclude: frozenset[str] = frozenset()) -> str | None:
         """A random live primary node; a failover node only when no primary is up."""
         if not self.nodes.has_ids:

@@ -95,6 +95,10 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
         errors.append(f"{primary} is down")
     if not ctx.nodes.has_ids:
         return _nothing(errors)
+    # every live node a backup may be on, not just the first that has one: a node that was
+    # unreachable for a while missed the writes (and the logout) made meanwhile, and comes
+    # back holding an old copy; the newest copy wins, and a tombstone on any node ends it
+    copies: list[tuple[str, bytes, Loaded]] = []
     looked = 0
     for node in ctx.nodes.after(primary):
         if looked >= ctx.backup_lookups:
@@ -108,23 +112,34 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             continue
         if keys.tomb in found:
             return Loaded("missing", reason="invalidated")
-        if keys.backup not in found:
-            continue
-        loaded = _open(ctx, sid, found[keys.backup], found.get(keys.backup_validity))
-        if loaded.status != "found":
-            return loaded
-        if primary_reachable:
-            # the primary answered without the record: it restarted, or a logout deleted the
-            # session; its tombstone tells, also when this node missed the logout (was down)
-            tomb = yield from _run(Get(primary, (keys.tomb,)))
-            if _failed(tomb):
-                return _nothing([f"{primary}: {tomb}"])  # refill nothing we cannot check
-            if keys.tomb in tomb:
-                return Loaded("missing", reason="invalidated")
-            yield from _refill(ctx, sid, primary, found[keys.backup], loaded)
-            return loaded
-        return (yield from _rehome(ctx, sid, node, loaded))
-    return _nothing(errors)
+        if keys.backup in found:
+            raw = found[keys.backup]
+            copies.append((node, raw, _open(ctx, sid, raw, found.get(keys.backup_validity))))
+    if not copies:
+        return _nothing(errors)
+    node, raw, loaded = _newest(copies)
+    if loaded.status != "found":
+        return loaded
+    if primary_reachable:
+        # the primary answered without the record: it restarted, or a logout deleted the
+        # session; its tombstone tells, also when the backup nodes missed the logout (were down)
+        tomb = yield from _run(Get(primary, (keys.tomb,)))
+        if _failed(tomb):
+            return _nothing([f"{primary}: {tomb}"])  # refill nothing we cannot check
+        if keys.tomb in tomb:
+            return Loaded("missing", reason="invalidated")
+        yield from _refill(ctx, sid, primary, raw, loaded)
+        return loaded
+    return (yield from _rehome(ctx, sid, node, loaded, [n for n, _, _ in copies]))
+
+
+def _newest(copies: list[tuple[str, bytes, Loaded]]) -> tuple[str, bytes, Loaded]:
+    """The backup copy to use: the one written last of those that decode and have not expired
+    (ring order breaks a tie); if none does, the first, whose status says why."""
+    usable = [copy for copy in copies if copy[2].status == "found"]
+    if not usable:
+        return copies[0]
+    return max(usable, key=lambda copy: copy[2].record.written if copy[2].record else 0)
 
 
 def _nothing(errors: list[str]) -> Loaded:
@@ -180,8 +195,11 @@ def _refill(ctx: Context, sid: SessionId, primary: str, raw: bytes, loaded: Load
     ctx.events.append(f"refilled {sid} on {primary} from its backup")
 
 
-def _rehome(ctx: Context, sid: SessionId, node: str, loaded: Loaded) -> Flow[Loaded]:
-    """The primary is down: the session moves to the node that held its backup (new id)."""
+def _rehome(
+    ctx: Context, sid: SessionId, node: str, loaded: Loaded, holders: list[str]
+) -> Flow[Loaded]:
+    """The primary is down: the session moves to the node that held its (newest) backup, under
+    a new id; the old id's backup copies go from every node in `holders`."""
     assert loaded.record is not None and loaded.validity is not None
     old = ctx.keys(sid)
     new_sid = sid.with_node(node)
@@ -191,8 +209,9 @@ def _rehome(ctx: Context, sid: SessionId, node: str, loaded: Loaded) -> Flow[Loa
     if not stored:
         # cannot write the new home: serve what we read, keep the old id (nothing is lost)
         return loaded
-    yield Delete(node, old.backup)
-    yield Delete(node, old.backup_validity)
+    for holder in holders:
+        yield Delete(holder, old.backup)
+        yield Delete(holder, old.backup_validity)
     ctx.events.append(f"re-homed {sid} to {new_sid}: node {sid.node} is down")
     record = Record(rec.codec_id, rec.created, ctx.now_ms, rec.max_inactive, rec.payload)
     return Loaded("found", new_sid, loaded.data, record, loaded.validity, relocated=True)

@@ -30,10 +30,27 @@ def _write_copies(
 def _write_backup(
     ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
 ) -> Flow[None]:
-    backup = ctx.backup_of(node)
-    if backup is not None:
-        ttl = ctx.record_ttl(max_inactive)
-        yield Set(backup, ctx.keys(sid).backup, raw, ttl, noreply=True)
+    yield from _to_backup(ctx, node, ctx.keys(sid).backup, raw, ctx.record_ttl(max_inactive))
+
+
+def _to_backup(ctx: Context, node: str, key: str, value: bytes, ttl: int) -> Flow[None]:
+    """Write `key` (noreply) on the first live node after `node`. A node that refuses it (down
+    since this process last looked: not marked dead yet) passes it to the next live one, within
+    the `backup_lookups` nodes a load searches; otherwise the session's only fresh copy would
+    be its primary's until the next write, and the old copy on the refusing node would be what
+    a later failover finds (flows.load prefers the newest copy, but only of those it finds)."""
+    if not ctx.nodes.has_ids:
+        return
+    tried = 0
+    for backup in ctx.nodes.after(node):
+        if tried >= ctx.backup_lookups:
+            return
+        if not ctx.up(backup):
+            continue
+        tried += 1
+        result = yield Set(backup, key, value, ttl, noreply=True)
+        if not _failed(result):
+            return
 
 
 def _write_validity(
@@ -44,9 +61,7 @@ def _write_validity(
     vttl = ctx.validity_ttl(max_inactive)
     encoded = validity.encode()
     yield Set(node, keys.validity, encoded, vttl, noreply=True)
-    backup = ctx.backup_of(node)
-    if backup is not None:
-        yield Set(backup, keys.backup_validity, encoded, vttl, noreply=True)
+    yield from _to_backup(ctx, node, keys.backup_validity, encoded, vttl)
 
 
 # -- save -------------------------------------------------------------------------------------
