@@ -82,6 +82,7 @@ def test_parser_accepts_only_safe_keys(text: str) -> None:
 def test_parse_remembers_valid_ids_and_never_invalid_ones() -> None:
     from pymsm.core import ids
 
+    ids._parse.cache_clear()  # earlier tests may have filled it: a full cache evicts on insert
     text = str(SessionId.new("n1", "app1"))
     before = ids._parse.cache_info().currsize
     first = SessionId.parse(text)

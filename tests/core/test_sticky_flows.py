@@ -44,7 +44,9 @@ def test_new_session_carries_route_and_lives_on_the_other_hosts_node(
     app1 = app("app1", stores, clock)
     _, cookie = request(app1, None, put("user", "ann"))
     assert cookie is not None and cookie.endswith("-n2.app1")
-    assert keys(stores["n2"]) == {cookie} and keys(stores["n1"]) == set()
+    assert keys(stores["n2"]) == {cookie}
+    # the backup copy on the next node, as in non-sticky mode (sticky.md, "Backup copies")
+    assert keys(stores["n1"]) == {f"bak:{cookie}", f"bak:validity:{cookie}"}
 
 
 def test_unchanged_request_reads_only_the_validity_and_writes_no_record(
@@ -234,6 +236,71 @@ def test_unknown_id_is_not_adopted(stores: dict[str, MemoryStore], clock: Clock)
     forged = "0" * 32 + "-n2.app1"
     session, cookie = request(app1, forged, put("x", 1))
     assert session.id != forged and cookie != forged
+
+
+def read(session: Session) -> None:
+    session.get("user")  # loads the lazy session
+
+
+def test_a_session_no_process_holds_survives_its_nodes_death(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """Invariant 1 in sticky mode: memory is no second copy for a session the process evicted
+    or lost in a restart; the backup copy on the next node is."""
+    _, cookie = request(app("app1", stores, clock), None, put("user", "ann"))
+    assert cookie is not None and cookie.endswith("-n2.app1")
+    restarted = app("app1", stores, clock)  # the process restarted: nothing in memory
+    stores["n2"].down = True
+    stores["n2"].items.clear()  # and n2 died
+    session, moved = request(restarted, cookie, read)
+    assert dict(session) == {"user": "ann"}
+    assert moved is not None and moved.endswith("-n1.app1")
+
+
+def test_another_process_s_write_is_seen_when_the_home_node_dies(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """Two processes behind one route: p1 cached the session, p0 changed it, then its node
+    died. p1 must not serve its older copy (invariant 5): the backup's stamp says newer."""
+    p0, p1 = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(p1, None, put("n", 0))
+    clock.now += 1
+    _, cookie = request(p0, cookie, put("n", 1))
+    stores["n2"].down = True
+    clock.now += 1
+    session, _ = request(p1, cookie, read)
+    assert session["n"] == 1
+
+
+def test_a_logout_elsewhere_is_seen_when_the_home_node_dies(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """p1 holds the session in memory; p0 logs it out; then the home node dies. The logout's
+    tombstone on the backup node ends the session in p1 too (invariant 6)."""
+    p0, p1 = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(p1, None, put("user", "ann"))
+    assert cookie is not None
+    request(p0, cookie, lambda s: s.invalidate())
+    stores["n2"].down = True
+    session, _ = request(p1, cookie, read)
+    assert session.is_new and dict(session) == {}
+
+
+def test_a_session_taken_back_under_its_old_id_keeps_its_backup(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """Takeovers keep the id's base, so app2 taking back what app1 took over writes the id it
+    started with: the moved-away id got no logout tombstone, so a failover still finds it."""
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    _, first = request(app2, None, put("user", "ann"))
+    assert first is not None and first.endswith("-n1.app2")
+    _, taken = request(app1, first, read)
+    assert taken is not None and taken.endswith("-n2.app1")
+    _, back = request(app2, taken, read)
+    assert back == first
+    stores["n1"].down = True
+    session, _ = request(app("app2", stores, clock), back, read)  # without it in memory
+    assert dict(session) == {"user": "ann"}
 
 
 def test_sticky_cache_is_bounded(stores: dict[str, MemoryStore], clock: Clock) -> None:

@@ -27,6 +27,7 @@ for that session, so two writers never leave the same stamp and "equal" proves "
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from .ids import SessionId
 from .ops import Add, Delete, Get, Op, Replace, Set
 from .records import Record, Validity
 from .session import Session
-from .writes import Saved, _payload, _quiet_home
+from .writes import Saved, _payload, _quiet_home, _to_backup, _write_backup, drop_backups
 
 # Written in place of the validity when a session is deleted: readers of either mode see it as
 # long expired; a sticky process tells it from a validity its node lost (restart), which must
@@ -120,14 +121,24 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
     if node is None:
         return Found("missing", None, f"node id {sid.node!r} is not configured")
     validity: Validity | None = None
+    reachable = False
     if ctx.up(node):
         key = ctx.keys(sid).validity
         found = yield Get(node, (key,))
-        if not _failed(found) and key in found:
+        reachable = not _failed(found)
+        if reachable and key in found:
             try:
                 validity = Validity.decode(found[key])
             except RecordError:
                 validity = None
+    if not reachable:
+        # the home node is down: another process may have written or ended the session since
+        # this one cached it; the backup copies (written with every record) tell
+        seen = yield from _backup_stamp(ctx, sid)
+        if seen == "ended":
+            return Found("invalidated", None, "deleted by another process (logout)")
+        if isinstance(seen, int) and seen > entry.stamp:
+            return (yield from _from_store(ctx, sid))  # newer elsewhere: the backup's copy
     if validity == TOMBSTONE:
         return Found("invalidated", None, "deleted by another process (logout)")
     if validity is not None and validity.this_accessed > entry.stamp:
@@ -139,6 +150,33 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
         # node down or restarted, or an async write was dropped: memory holds the truth
         entry = dataclasses.replace(entry, force=True)
     return Found("local", _prefer_primary(ctx, entry))
+
+
+def _backup_stamp(ctx: Context, sid: SessionId) -> Flow[int | str | None]:
+    """The newest stamp of `sid`'s backup copies on the nodes a load searches, "ended" if one
+    of them holds its logout tombstone, None if none answers with either."""
+    node = ctx.node_of(sid)
+    if node is None or not ctx.nodes.has_ids:
+        return None
+    keys = ctx.keys(sid)
+    newest: int | None = None
+    looked = 0
+    for other in ctx.nodes.after(node):
+        if looked >= ctx.backup_lookups:
+            break
+        if not ctx.up(other):
+            continue
+        looked += 1
+        found = yield Get(other, (keys.backup_validity, keys.tomb))
+        if _failed(found):
+            continue
+        if keys.tomb in found:
+            return "ended"
+        with contextlib.suppress(RecordError):
+            if keys.backup_validity in found:
+                stamp = Validity.decode(found[keys.backup_validity]).this_accessed
+                newest = stamp if newest is None else max(newest, stamp)
+    return newest
 
 
 def _prefer_primary(ctx: Context, entry: Entry) -> Entry:
@@ -233,9 +271,15 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     if status == "stored" and home is not None:
         validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
         yield Set(home, ctx.keys(session.sid).validity, validity.encode(), _vttl(ctx, session))
+        # the copy on the next node, as in non-sticky mode: memory is no second copy for a
+        # session this process evicted, lost in a restart, or never held (another process's)
+        yield from _write_backup(ctx, session.sid, home, raw, max_inactive)
+        yield from _to_backup(
+            ctx, home, ctx.keys(session.sid).backup_validity, validity.encode(), _vttl(ctx, session)
+        )
         for stale in (replaces, None if was_new else sid):
             if stale is not None and stale != session.sid:
-                yield from drop_keys(ctx, stale)
+                yield from drop_keys(ctx, stale, moved=True)
         kept = Entry(session.sid, session.data, new_record, session.this_accessed, stamp)
     elif status == "kept":
         ctx.events.append(f"no cache node took {sid}: kept in memory, written when one is back")
@@ -338,13 +382,24 @@ def _write(
     return "kept", None, "no cache node could store the session"
 
 
-def drop_keys(ctx: Context, sid: SessionId) -> Flow[None]:
+def drop_keys(ctx: Context, sid: SessionId, moved: bool = False) -> Flow[None]:
     """Delete a session's record (waiting) and leave a tombstone validity, so a process that
-    still holds it in memory learns it was invalidated (see TOMBSTONE)."""
+    still holds it in memory learns the id is over (see TOMBSTONE); delete its backup copies.
+
+    An id that ends (logout, rotation, expiry) also gets the logout tombstone on its node and
+    the nodes a load searches (writes.drop_backups), so no failover brings it back from a
+    backup copy. An id the session `moved` away from (takeover, failover-node move, relocation)
+    does not: takeovers and moves keep the id's base, so the same id can come back (app1 takes
+    over `S-n1.app2` as `S-n2.app1`, app2 takes it back as `S-n1.app2`), and a tombstone would
+    end it then; a rewrite replaces the tombstone validity."""
     node = ctx.node_of(sid)
-    if node is None or not ctx.up(node):
+    if node is None:
         return
     keys = ctx.keys(sid)
-    yield Delete(node, keys.record, noreply=False)
-    ttl = ctx.validity_ttl(ctx.max_inactive)
-    yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
+    if ctx.up(node):
+        if not moved:
+            yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+        yield Delete(node, keys.record, noreply=False)
+        ttl = ctx.validity_ttl(ctx.max_inactive)
+        yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
+    yield from drop_backups(ctx, node, keys, tomb=not moved)

@@ -9,7 +9,7 @@ from typing import Any
 from pymsm.exceptions import CodecError, ItemTooLarge
 
 from . import optimistic
-from .context import Context, Flow, _failed, _ms
+from .context import Context, Flow, Keys, _failed, _ms
 from .ids import SessionId
 from .ops import Add, Cas, Delete, Op, Replace, Set
 from .records import Record, Validity
@@ -268,10 +268,19 @@ def delete(ctx: Context, sid: SessionId) -> Flow[None]:
         yield Set(primary, keys.tomb, b"1", tomb_ttl)
         yield Delete(primary, keys.record, noreply=False)
         yield Delete(primary, keys.validity)
+    yield from drop_backups(ctx, primary, keys)
+
+
+def drop_backups(ctx: Context, primary: str, keys: Keys, tomb: bool = True) -> Flow[None]:
+    """Delete the backup keys on every node a load would search for a copy (also when the
+    primary is down: those nodes must not hand the session back once it is), each after a
+    tombstone unless `tomb` is False (sticky mode's moved ids: core/sticky.py, drop_keys)."""
     if not ctx.nodes.has_ids:
         return
+    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
     for node in ctx.nodes.after(primary)[: ctx.backup_lookups]:
         if ctx.up(node):
-            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
+            if tomb:
+                yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
             yield Delete(node, keys.backup)
             yield Delete(node, keys.backup_validity)
