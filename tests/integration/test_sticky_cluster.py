@@ -161,3 +161,38 @@ def test_two_processes_behind_one_route_never_serve_stale_data(
     assert len(pids) == 2
     user.get(a, "/logout")
     assert user.get(b)["data"] == {}
+
+
+def test_a_restarted_app_process_keeps_its_sessions_when_their_node_dies(
+    memcached_nodes: Nodes, apps: Any
+) -> None:
+    """Invariant 1 when memory holds nothing: app1 restarted (a deploy), then n2, where its
+    sessions live, dies. The backup copies on n1 serve them."""
+    m1, m2 = memcached_nodes(2)
+    app1 = apps("app1", [m1, m2], "n1")
+    user = Browser()
+    user.get(app1, "/set?user=ann")
+    assert user.cookie is not None and user.cookie.endswith("-n2.app1")
+    app1.stop()
+    app1.start()  # a new process: nothing in memory
+    m2.kill()
+    assert user.get(app1)["data"] == {"user": "ann"}
+    assert user.cookie is not None and user.cookie.endswith("-n1.app1")
+
+
+def test_two_processes_behind_one_route_serve_no_stale_copy_when_the_node_dies(
+    memcached_nodes: Nodes, apps: Any
+) -> None:
+    """b holds an older copy than a wrote; once the session's node is dead, b must not serve
+    its own copy (invariant 5): the backup copy's stamp tells it a newer one exists."""
+    m1, m2 = memcached_nodes(2)
+    a = apps("app1", [m1, m2], "n1")
+    b = apps("app1", [m1, m2], "n1")
+    user = Browser()
+    assert user.get(a, "/incr")["data"] == {"n": 1}
+    assert user.get(b, "/incr")["data"] == {"n": 2}  # b holds n=2 in memory
+    assert user.get(a, "/incr")["data"] == {"n": 3}
+    m2.kill()
+    assert user.get(b)["data"] == {"n": 3}
+    assert user.get(a, "/incr")["data"] == {"n": 4}  # and nothing is lost either way
+    assert user.get(b)["data"] == {"n": 4}
