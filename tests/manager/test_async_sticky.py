@@ -173,6 +173,41 @@ class Yielding(AsyncMemoryStore):
         return call
 
 
+def test_a_newer_write_or_a_logout_elsewhere_is_seen_when_the_home_node_dies(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """The async driver runs the same home-down check as the sync one (test_sticky_flows):
+    the backup copies' stamps and tombstones decide, not this process's memory."""
+
+    async def scenario() -> None:
+        p0, p1 = app("app1", stores, clock), app("app1", stores, clock)
+        _, cookie = await request(p1, None, put("n", 0))
+        clock.now += 1
+        _, cookie = await request(p0, cookie, bump)
+        stores["n2"].down = True
+        clock.now += 1
+        session, cookie = await request(p1, cookie, lambda s: s.get("n"))
+        assert session["n"] == 1  # p1 held n=0
+        stores["n2"].down = False
+        clock.now += 30
+        _, other = await request(p1, None, put("user", "ann"))
+        await request(p0, other, lambda s: s.invalidate())
+        stores["n2"].down = True
+        replayed, _ = await request(p1, other, lambda s: s.get("user"))
+        assert replayed.is_new and dict(replayed) == {}
+        stores["n2"].down = False
+        clock.now += 30
+        _, third = await request(p0, None, put("user", "bob"))  # on n2, its copy on n1
+        assert third is not None and third.endswith("-n2.app1")
+        restarted = app("app1", stores, clock)  # nothing in memory, and n2 is gone for good
+        stores["n2"].down = True
+        stores["n2"].items.clear()
+        kept, _ = await request(restarted, third, lambda s: s.get("user"))
+        assert kept["user"] == "bob"
+
+    run(scenario)
+
+
 def test_interleaved_requests_of_one_session_each_get_their_copy_and_the_later_save_wins(
     stores: dict[str, MemoryStore], clock: Clock
 ) -> None:
