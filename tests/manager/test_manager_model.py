@@ -10,39 +10,30 @@ real memcached in tests/integration.
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
     precondition,
     rule,
 )
 
 from pymsm import SessionManager
-from pymsm.core import context
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
+from support.models import SETTINGS, SeededMachine
 
 NODES = ("n1", "n2", "n3")
 
 
-class Cluster(RuleBasedStateMachine):
+class Cluster(SeededMachine):
     ids = Bundle("ids")
     ended = Bundle("ended")
 
     def __init__(self) -> None:
         super().__init__()
-        self._logger = logging.getLogger("pymsm")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)  # failover logs a line per step
-        # new sessions land on a random live node: seeded, so hypothesis can replay a run
-        self._rng, context._rng = context._rng, random.Random(0)
         self.clock = Clock()
         self.stores = {n: MemoryStore(n, clock=self.clock) for n in NODES}
         self.expected: dict[str, dict[str, Any]] = {}  # the id the client holds -> its data
@@ -154,15 +145,6 @@ class Cluster(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         self.clock.now += seconds
 
-    def teardown(self) -> None:
-        context._rng = self._rng
-        self._logger.setLevel(self._level)
 
-
-Cluster.TestCase.settings = settings(
-    max_examples=300,
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+Cluster.TestCase.settings = SETTINGS
 test_manager_model = Cluster.TestCase

@@ -12,35 +12,27 @@ the layout against real memcached and app processes.
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, precondition, rule
+from hypothesis.stateful import Bundle, consumes, precondition, rule
 
 from pymsm import SessionManager
-from pymsm.core import context
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
+from support.models import SETTINGS, SeededMachine
 from support.sticky_memory import cookie_after, sticky_settings
 
 ROUTES = ("app1", "app1", "app2")  # three processes: two behind route app1, one behind app2
 PROCESSES = st.integers(0, len(ROUTES) - 1)
 
 
-class StickyCluster(RuleBasedStateMachine):
+class StickyCluster(SeededMachine):
     cookies = Bundle("cookies")
     ended = Bundle("ended")
 
     def __init__(self) -> None:
         super().__init__()
-        self._logger = logging.getLogger("pymsm")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)  # relocations log a line per step
-        # new sessions land on a random live node: seeded, so hypothesis can replay a run
-        self._rng, context._rng = context._rng, random.Random(0)
         self.clock = Clock()
         self.stores = {name: MemoryStore(name, self.clock) for name in ("n1", "n2")}
         self.apps = [self._start(p) for p in range(len(ROUTES))]
@@ -170,14 +162,8 @@ class StickyCluster(RuleBasedStateMachine):
     def teardown(self) -> None:
         for app in self.apps:
             app.close()
-        context._rng = self._rng
-        self._logger.setLevel(self._level)
+        super().teardown()
 
 
-StickyCluster.TestCase.settings = settings(
-    max_examples=300,
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+StickyCluster.TestCase.settings = SETTINGS
 test_sticky_model = StickyCluster.TestCase

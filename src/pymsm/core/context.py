@@ -87,6 +87,14 @@ class Context:
     def up(self, node: str) -> bool:
         return self.health.is_up(node, self.now)
 
+    def window(self, primary: str) -> list[str]:
+        """The nodes that hold `primary`'s backup copies: the first `backup_lookups` live ones
+        after it in ring order. Copies go to the first that takes them, a load searches all of
+        them, and a delete leaves its tombstone on all of them."""
+        if not self.nodes.has_ids:
+            return []
+        return [n for n in self.nodes.after(primary) if self.up(n)][: self.backup_lookups]
+
     def choose_node(self, exclude: frozenset[str] = frozenset()) -> str | None:
         """A random live primary node; a failover node only when no primary is up."""
         if not self.nodes.has_ids:

@@ -93,19 +93,11 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
             primary_reachable = True
     else:
         errors.append(f"{primary} is down")
-    if not ctx.nodes.has_ids:
-        return _nothing(errors)
-    # every live node a backup may be on, not just the first that has one: a node that was
+    # every node a backup may be on, not just the first that has one: a node that was
     # unreachable for a while missed the writes (and the logout) made meanwhile, and comes
     # back holding an old copy; the newest copy wins, and a tombstone on any node ends it
     copies: list[tuple[str, bytes, Loaded]] = []
-    looked = 0
-    for node in ctx.nodes.after(primary):
-        if looked >= ctx.backup_lookups:
-            break
-        if not ctx.up(node):
-            continue
-        looked += 1
+    for node in ctx.window(primary):
         found = yield from _run(Get(node, (keys.backup, keys.backup_validity, keys.tomb)))
         if _failed(found):
             errors.append(f"{node}: {found}")

@@ -156,17 +156,11 @@ def _backup_stamp(ctx: Context, sid: SessionId) -> Flow[int | str | None]:
     """The newest stamp of `sid`'s backup copies on the nodes a load searches, "ended" if one
     of them holds its logout tombstone, None if none answers with either."""
     node = ctx.node_of(sid)
-    if node is None or not ctx.nodes.has_ids:
+    if node is None:
         return None
     keys = ctx.keys(sid)
     newest: int | None = None
-    looked = 0
-    for other in ctx.nodes.after(node):
-        if looked >= ctx.backup_lookups:
-            break
-        if not ctx.up(other):
-            continue
-        looked += 1
+    for other in ctx.window(node):
         found = yield Get(other, (keys.backup_validity, keys.tomb))
         if _failed(found):
             continue

@@ -39,15 +39,7 @@ def _to_backup(ctx: Context, node: str, key: str, value: bytes, ttl: int) -> Flo
     the `backup_lookups` nodes a load searches; otherwise the session's only fresh copy would
     be its primary's until the next write, and the old copy on the refusing node would be what
     a later failover finds (flows.load prefers the newest copy, but only of those it finds)."""
-    if not ctx.nodes.has_ids:
-        return
-    tried = 0
-    for backup in ctx.nodes.after(node):
-        if tried >= ctx.backup_lookups:
-            return
-        if not ctx.up(backup):
-            continue
-        tried += 1
+    for backup in ctx.window(node):
         result = yield Set(backup, key, value, ttl, noreply=True)
         if not _failed(result):
             return
@@ -275,12 +267,9 @@ def drop_backups(ctx: Context, primary: str, keys: Keys, tomb: bool = True) -> F
     """Delete the backup keys on every node a load would search for a copy (also when the
     primary is down: those nodes must not hand the session back once it is), each after a
     tombstone unless `tomb` is False (sticky mode's moved ids: core/sticky.py, drop_keys)."""
-    if not ctx.nodes.has_ids:
-        return
     tomb_ttl = ctx.record_ttl(ctx.max_inactive)
-    for node in ctx.nodes.after(primary)[: ctx.backup_lookups]:
-        if ctx.up(node):
-            if tomb:
-                yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
-            yield Delete(node, keys.backup)
-            yield Delete(node, keys.backup_validity)
+    for node in ctx.window(primary):
+        if tomb:
+            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
+        yield Delete(node, keys.backup)
+        yield Delete(node, keys.backup_validity)
