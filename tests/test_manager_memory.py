@@ -445,6 +445,33 @@ def test_a_logout_a_backup_node_missed_is_not_undone_by_a_failover(clock: Clock)
     assert replayed.is_new and dict(replayed) == {} and replayed.id != sid
 
 
+def test_a_logout_reaches_every_node_a_copy_may_have_gone_to(clock: Clock) -> None:
+    """Four nodes, n2 dead and n3 refusing once: the backup copy lands on n4. The logout must
+    delete it and leave its tombstone there too (the live window, not the first two nodes by
+    position), or n4 hands the session back once n1 and n3 are gone."""
+    manager, stores = cluster(clock, count=4)
+    sid = _on(manager, "n1", user="ann")
+    stores["n2"].down = True
+    for _ in range(2):  # two failed backup writes mark n2 dead
+        clock.now += 1
+        _write(manager, sid, user="ann")
+    assert not manager.health.is_up("n2", clock())
+    stores["n3"].fail_next(1)  # refuses the next backup copy: it goes to n4
+    clock.now += 1
+    _write(manager, sid, user="bob")
+    backup = Keys.of("", manager.parse_id(sid)).backup  # type: ignore[arg-type]
+    assert backup in stores["n4"].items
+    session = manager.load(sid)
+    session.invalidate()
+    manager.save(session)
+    keys = Keys.of("", manager.parse_id(sid))  # type: ignore[arg-type]
+    assert keys.tomb in stores["n4"].items and keys.backup not in stores["n4"].items
+    stores["n1"].down = True
+    stores["n3"].down = True  # n4 alone answers now: it must not hand the session back
+    replayed = manager.load(sid)
+    assert replayed.is_new and dict(replayed) == {}
+
+
 def _states(clock: Clock, manager: SessionManager, stores: dict[str, MemoryStore]) -> list[Any]:
     """Sessions in every state a save can meet, each as (name, loaded session)."""
     sid = stored_session(manager, user="ann", items=[1])
