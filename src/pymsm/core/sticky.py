@@ -131,9 +131,10 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
                 validity = Validity.decode(found[key])
             except RecordError:
                 validity = None
-    if not reachable:
-        # the home node is down: another process may have written or ended the session since
-        # this one cached it; the backup copies (written with every record) tell
+    if not reachable or validity is None:
+        # the home node is down, or answered without the validity (it restarted empty):
+        # another process may have written or ended the session since this one cached it,
+        # and only the backup copies (written with every record) can tell
         seen = yield from _backup_stamp(ctx, sid)
         if seen == "ended":
             return Found("invalidated", None, "deleted by another process (logout)")
