@@ -37,7 +37,6 @@ class Cluster(SeededMachine):
         self.clock = Clock()
         self.stores = {n: MemoryStore(n, clock=self.clock) for n in NODES}
         self.expected: dict[str, dict[str, Any]] = {}  # the id the client holds -> its data
-        self.cut: str | None = None
         self.lost: str | None = None
         self.apps = [self._app(), self._app()]  # two app processes, each with its own health
 
@@ -123,16 +122,7 @@ class Cluster(SeededMachine):
     @rule(node=st.sampled_from(NODES))
     def cut_off(self, node: str) -> None:
         """Unreachable, data kept (a partition); healed below."""
-        self.cut = node
-        self.stores[node].down = True
-
-    @precondition(lambda self: self.cut is not None)
-    @rule()
-    def heal(self) -> None:
-        assert self.cut is not None
-        self.stores[self.cut].down = False
-        self.cut = None
-        self.clock.now += 11  # past the dead time: both apps may use the node again
+        self.cut_off_node(node)
 
     @precondition(lambda self: self.cut is None and self.lost is None)
     @rule(node=st.sampled_from(NODES))

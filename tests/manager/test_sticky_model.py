@@ -37,7 +37,6 @@ class StickyCluster(SeededMachine):
         self.stores = {name: MemoryStore(name, self.clock) for name in ("n1", "n2")}
         self.apps = [self._start(p) for p in range(len(ROUTES))]
         self.expected: dict[str, dict[str, Any]] = {}  # the cookie a client holds -> its data
-        self.cut: str | None = None
         # sessions last written while a node was cut off: with two nodes, their only stored
         # copy is on the other one until their next write (design.md, "What a second failure
         # can still do"), so no node is cut off again until they are written
@@ -144,16 +143,7 @@ class StickyCluster(SeededMachine):
     def cut_off(self, node: str) -> None:
         """Unreachable, data kept; healed below. The other node stays up, so every write has a
         node (all nodes down keeps sessions in memory only: tested on its own)."""
-        self.cut = node
-        self.stores[node].down = True
-
-    @precondition(lambda self: self.cut is not None)
-    @rule()
-    def heal(self) -> None:
-        assert self.cut is not None
-        self.stores[self.cut].down = False
-        self.cut = None
-        self.clock.now += 11  # past the dead time: every process may use the node again
+        self.cut_off_node(node)
 
     @rule(seconds=st.floats(0.001, 5))
     def time_passes(self, seconds: float) -> None:

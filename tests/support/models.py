@@ -8,9 +8,11 @@ import logging
 import random
 
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from pymsm.core import context
+from pymsm.stores.memory import MemoryStore
+from support.clock import Clock
 
 SETTINGS = settings(
     max_examples=300,
@@ -21,6 +23,13 @@ SETTINGS = settings(
 
 
 class SeededMachine(RuleBasedStateMachine):
+    """Subclasses set `clock` and `stores`, cut a node off with `cut_off_node` from a rule of
+    their own (their preconditions differ), and inherit the `heal` rule."""
+
+    clock: Clock
+    stores: dict[str, MemoryStore]
+    cut: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self._logger = logging.getLogger("pymsm")
@@ -28,6 +37,19 @@ class SeededMachine(RuleBasedStateMachine):
         self._logger.setLevel(logging.ERROR)  # failover logs a line per step
         # new sessions land on a random live node: seeded, so hypothesis can replay a run
         self._rng, context._rng = context._rng, random.Random(0)
+
+    def cut_off_node(self, node: str) -> None:
+        """Unreachable, data kept (a partition), until `heal`."""
+        self.cut = node
+        self.stores[node].down = True
+
+    @precondition(lambda self: self.cut is not None)
+    @rule()
+    def heal(self) -> None:
+        assert self.cut is not None
+        self.stores[self.cut].down = False
+        self.cut = None
+        self.clock.now += 11  # past the dead time: every process may use the node again
 
     def teardown(self) -> None:
         context._rng = self._rng
