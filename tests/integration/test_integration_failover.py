@@ -180,13 +180,16 @@ def test_a_logout_a_cut_off_node_missed_is_not_undone_by_a_failover(
     app = through(partitionable)
     sid = new_session(app, user="ann")
     primary = [s.name for s in servers].index(SessionId.parse(sid).node)
-    backup = (primary + 1) % 3
-    copy = Keys.of("", SessionId.parse(sid)).backup
+    backup, third = (primary + 1) % 3, (primary + 2) % 3
+    keys = Keys.of("", SessionId.parse(sid))
+    copy = keys.backup
     assert eventually(lambda: raw(servers[backup]).get(copy) is not None)
     proxies[backup].cut()
     session = app.load(sid)
     session.invalidate()
     app.save(session)
+    # the third node's tombstone is written without waiting: let it land before the failover
+    assert eventually(lambda: raw(servers[third]).get(keys.tomb) is not None)
     proxies[backup].heal()
     assert raw(servers[backup]).get(copy) is not None  # it missed the logout
     servers[primary].kill()
