@@ -6,19 +6,22 @@ request the client sees what it last wrote, whichever process serves it (invaria
 process serves a stale local copy); a logged-out id never loads again (invariant 6); a forged id
 is never adopted (invariant 7).
 
+It runs twice: through SessionManager and through AsyncSessionManager (the async sticky driver).
 Memory stores keep this fast and deterministic; tests/integration/test_sticky_cluster.py proves
 the layout against real memcached and app processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hypothesis.strategies as st
 from hypothesis.stateful import Bundle, consumes, precondition, rule
 
-from pymsm import SessionManager
-from pymsm.stores.memory import MemoryStore
+from pymsm import AsyncSessionManager, SessionManager
+from pymsm.core.session import Session
+from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.models import SETTINGS, SeededMachine
 from support.sticky_memory import cookie_after, sticky_settings
@@ -43,12 +46,23 @@ class StickyCluster(SeededMachine):
         self.single: set[str] = set()
         self.exposed: set[str] = set()  # logged out while a node was cut off (see logout)
 
-    def _start(self, process: int) -> SessionManager:
+    # the manager calls, overridden by the async twin below
+    def _start(self, process: int) -> Any:
         return SessionManager(
             stores=self.stores,  # type: ignore[arg-type]
             clock=self.clock,
             **sticky_settings(ROUTES[process]),
         )
+
+    def _load(self, process: int, cookie: str | None) -> Session:
+        session: Session = self.apps[process].load(cookie)
+        return session
+
+    def _save(self, process: int, session: Session) -> None:
+        self.apps[process].save(session)
+
+    def _close(self, process: int) -> None:
+        self.apps[process].close()
 
     def _serve(
         self, process: int, cookie: str | None, change: int | None, data: Any = None
@@ -56,14 +70,13 @@ class StickyCluster(SeededMachine):
         """One request: load (checking `data`, what the client last wrote), maybe write, save;
         the client keeps the cookie the response leaves it with."""
         self.clock.now += 0.002
-        manager = self.apps[process]
-        session = manager.load(cookie)
+        session = self._load(process, cookie)
         if cookie is not None:
             assert dict(session) == data, f"{cookie} read {dict(session)} on process {process}"
         if change is not None:
             session["v"] = change
-        manager.save(session)
-        new = cookie_after(manager, session, cookie)
+        self._save(process, session)
+        new = cookie_after(self.apps[process], session, cookie)
         assert new is not None, "a session that was written keeps a cookie"
         return session, new
 
@@ -101,13 +114,12 @@ class StickyCluster(SeededMachine):
     @rule(target=ended, cookie=consumes(cookies), process=PROCESSES)
     def logout(self, cookie: str, process: int) -> str:
         self.clock.now += 0.002
-        manager = self.apps[process]
-        session = manager.load(cookie)
+        session = self._load(process, cookie)
         assert dict(session) == self.expected.pop(cookie)
         self.single.discard(cookie)
         ended = str(session.id)  # a takeover on this request gave it this process's route
         session.invalidate()
-        manager.save(session)
+        self._save(process, session)
         if self.cut is not None:
             # with two nodes, the cut-off node keeps its copy without a tombstone: if the other
             # node dies later, that copy is served again (design.md, "What a second failure
@@ -120,14 +132,14 @@ class StickyCluster(SeededMachine):
         if sid in self.exposed:
             return
         self.clock.now += 0.002
-        session = self.apps[process].load(sid)
+        session = self._load(process, sid)
         assert session.is_new and dict(session) == {} and session.id != sid
 
     @rule(process=PROCESSES, base=st.text("0123456789ABCDEF", min_size=32, max_size=32))
     def forged_id(self, process: int, base: str) -> None:
         forged = f"{base}-n1.app1"
         if forged not in self.expected:
-            session = self.apps[process].load(forged)
+            session = self._load(process, forged)
             assert session.is_new and session.id != forged
 
     # -- processes and nodes --------------------------------------------------------------------
@@ -135,7 +147,7 @@ class StickyCluster(SeededMachine):
     @rule(process=PROCESSES)
     def restart(self, process: int) -> None:
         """The process dies (its memory with it) and a new one takes its place."""
-        self.apps[process].close()
+        self._close(process)
         self.apps[process] = self._start(process)
 
     @precondition(lambda self: self.cut is None and not self.single)
@@ -150,10 +162,45 @@ class StickyCluster(SeededMachine):
         self.clock.now += seconds
 
     def teardown(self) -> None:
-        for app in self.apps:
-            app.close()
+        for process in range(len(self.apps)):
+            self._close(process)
         super().teardown()
 
 
+class AsyncStickyCluster(StickyCluster):
+    """The same model through AsyncSessionManager (its own sticky driver and async stores over
+    the same memory nodes), on one event loop for the run."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        super().__init__()
+
+    def _start(self, process: int) -> Any:
+        stores = {name: AsyncMemoryStore(store) for name, store in self.stores.items()}
+        return AsyncSessionManager(
+            stores=stores,  # type: ignore[arg-type]
+            clock=self.clock,
+            **sticky_settings(ROUTES[process]),
+        )
+
+    def _load(self, process: int, cookie: str | None) -> Session:
+        session: Session = self.loop.run_until_complete(self.apps[process].load(cookie))
+        return session
+
+    def _save(self, process: int, session: Session) -> None:
+        manager = self.apps[process]
+        self.loop.run_until_complete(manager.save(session))
+        self.loop.run_until_complete(manager.release(session))
+
+    def _close(self, process: int) -> None:
+        self.loop.run_until_complete(self.apps[process].close())
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.loop.close()
+
+
 StickyCluster.TestCase.settings = SETTINGS
+AsyncStickyCluster.TestCase.settings = SETTINGS
 test_sticky_model = StickyCluster.TestCase
+test_async_sticky_model = AsyncStickyCluster.TestCase
