@@ -3,6 +3,7 @@
 nodes are cut off and healed, one at a time, and at most one node is lost for good. After every
 request the client sees exactly what it last wrote (invariants 1 and 5), a logged-out id never
 loads again (invariant 6) and an id the store does not hold is never adopted (invariant 7).
+It runs twice: through SessionManager and through AsyncSessionManager (the async driver).
 
 Memory stores keep this fast and deterministic; the failover paths it walks are proven against
 real memcached in tests/integration.
@@ -10,6 +11,7 @@ real memcached in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hypothesis.strategies as st
@@ -20,8 +22,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pymsm import SessionManager
-from pymsm.stores.memory import MemoryStore
+from pymsm import AsyncSessionManager, SessionManager
+from pymsm.core.session import Session
+from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.models import SETTINGS, SeededMachine
 
@@ -40,7 +43,8 @@ class Cluster(SeededMachine):
         self.lost: str | None = None
         self.apps = [self._app(), self._app()]  # two app processes, each with its own health
 
-    def _app(self) -> SessionManager:
+    # the manager calls, overridden by the async twin below
+    def _app(self) -> Any:
         return SessionManager(
             memcached_nodes="n1:127.0.0.1:1,n2:127.0.0.1:2,n3:127.0.0.1:3",
             stores=self.stores,  # type: ignore[arg-type]
@@ -49,11 +53,18 @@ class Cluster(SeededMachine):
             node_dead_timeout=10,
         )
 
-    def _app_for(self, app: int) -> SessionManager:
-        """The app that serves the next request. Requests are at least 2 ms apart: copies are
-        ranked by the time they were written, in ms (design.md, "Load")."""
+    def _load(self, app: int, cookie: str | None) -> Session:
+        session: Session = self.apps[app].load(cookie)
+        return session
+
+    def _save(self, app: int, session: Session) -> str:
+        status: str = self.apps[app].save(session).status
+        return status
+
+    def _tick(self) -> None:
+        """A new request: requests are at least 2 ms apart, as copies are ranked by the time
+        they were written, in ms (design.md, "Load")."""
         self.clock.now += 0.002
-        return self.apps[app]
 
     def _follow(self, old: str, session: Any, data: dict[str, Any]) -> str:
         """The client keeps the id the response's cookie names (a re-home changes it)."""
@@ -65,46 +76,47 @@ class Cluster(SeededMachine):
 
     @rule(target=ids, app=st.integers(0, 1), value=st.integers())
     def create(self, app: int, value: int) -> str:
-        manager = self._app_for(app)
-        session = manager.open(None)
+        self._tick()
+        session = self._load(app, None)
         session["v"] = value
-        assert manager.save(session).status == "stored"
+        assert self._save(app, session) == "stored"
         self.expected[session.id] = {"v": value}
         return str(session.id)
 
     @rule(target=ids, sid=consumes(ids), app=st.integers(0, 1))
     def read(self, sid: str, app: int) -> str:
-        manager = self._app_for(app)
-        session = manager.load(sid)
+        self._tick()
+        session = self._load(app, sid)
         assert dict(session) == self.expected[sid], f"{sid} read {dict(session)}"
-        manager.save(session)
+        self._save(app, session)
         return self._follow(sid, session, dict(session))
 
     @rule(target=ids, sid=consumes(ids), app=st.integers(0, 1), value=st.integers())
     def write(self, sid: str, app: int, value: int) -> str:
-        manager = self._app_for(app)
-        session = manager.load(sid)
+        self._tick()
+        session = self._load(app, sid)
         assert dict(session) == self.expected[sid], f"{sid} read {dict(session)}"
         session["v"] = value
-        assert manager.save(session).status == "stored"
+        assert self._save(app, session) == "stored"
         return self._follow(sid, session, {"v": value})
 
     @rule(target=ended, sid=consumes(ids), app=st.integers(0, 1))
     def logout(self, sid: str, app: int) -> str:
-        manager = self._app_for(app)
-        session = manager.load(sid)
+        self._tick()
+        session = self._load(app, sid)
         assert dict(session) == self.expected.pop(sid)
         # the id that is logged out: the load may have moved the session (primary cut off), and
         # the old id's copy on the unreachable node outlives the move (design.md, "A partition
         # and the ids it leaves behind"): only the id the session had is checked below
         ended = str(session.id)
         session.invalidate()
-        manager.save(session)
+        self._save(app, session)
         return ended
 
     @rule(sid=ended, app=st.integers(0, 1))
     def replay_a_logged_out_id(self, sid: str, app: int) -> None:
-        session = self._app_for(app).load(sid)
+        self._tick()
+        session = self._load(app, sid)
         assert session.is_new and dict(session) == {} and session.id != sid
 
     @rule(app=st.integers(0, 1), base=st.text("0123456789ABCDEF", min_size=32, max_size=32))
@@ -113,7 +125,8 @@ class Cluster(SeededMachine):
             forged = f"{base}-{node}"
             if forged in self.expected:
                 continue
-            session = self._app_for(app).load(forged)
+            self._tick()
+            session = self._load(app, forged)
             assert session.is_new and session.id != forged
 
     # -- the cluster ----------------------------------------------------------------------------
@@ -136,5 +149,39 @@ class Cluster(SeededMachine):
         self.clock.now += seconds
 
 
+class AsyncCluster(Cluster):
+    """The same model through AsyncSessionManager and async stores over the same memory nodes,
+    on one event loop for the run."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        super().__init__()
+
+    def _app(self) -> Any:
+        return AsyncSessionManager(
+            memcached_nodes="n1:127.0.0.1:1,n2:127.0.0.1:2,n3:127.0.0.1:3",
+            stores={n: AsyncMemoryStore(s) for n, s in self.stores.items()},  # type: ignore[arg-type]
+            clock=self.clock,
+            max_inactive_interval=3600,
+            node_dead_timeout=10,
+        )
+
+    def _load(self, app: int, cookie: str | None) -> Session:
+        session: Session = self.loop.run_until_complete(self.apps[app].load(cookie))
+        return session
+
+    def _save(self, app: int, session: Session) -> str:
+        manager = self.apps[app]
+        saved = self.loop.run_until_complete(manager.save(session))
+        self.loop.run_until_complete(manager.release(session))
+        return str(saved.status)
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.loop.close()
+
+
 Cluster.TestCase.settings = SETTINGS
+AsyncCluster.TestCase.settings = SETTINGS
 test_manager_model = Cluster.TestCase
+test_async_manager_model = AsyncCluster.TestCase
