@@ -11,7 +11,6 @@ real memcached in tests/integration.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import hypothesis.strategies as st
@@ -26,7 +25,7 @@ from pymsm import AsyncSessionManager, SessionManager
 from pymsm.core.session import Session
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
-from support.models import SETTINGS, SeededMachine
+from support.models import SETTINGS, OnOneLoop, SeededMachine
 
 NODES = ("n1", "n2", "n3")
 
@@ -154,7 +153,7 @@ class AsyncCluster(Cluster):
     on one event loop for the run."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.on_loop = OnOneLoop()
         super().__init__()
 
     def _app(self) -> Any:
@@ -167,18 +166,14 @@ class AsyncCluster(Cluster):
         )
 
     def _load(self, app: int, cookie: str | None) -> Session:
-        session: Session = self.loop.run_until_complete(self.apps[app].load(cookie))
-        return session
+        return self.on_loop.load(self.apps[app], cookie)
 
     def _save(self, app: int, session: Session) -> str:
-        manager = self.apps[app]
-        saved = self.loop.run_until_complete(manager.save(session))
-        self.loop.run_until_complete(manager.release(session))
-        return str(saved.status)
+        return self.on_loop.save(self.apps[app], session)
 
     def teardown(self) -> None:
         super().teardown()
-        self.loop.close()
+        self.on_loop.stop()
 
 
 Cluster.TestCase.settings = SETTINGS

@@ -13,7 +13,6 @@ the layout against real memcached and app processes.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import hypothesis.strategies as st
@@ -23,7 +22,7 @@ from pymsm import AsyncSessionManager, SessionManager
 from pymsm.core.session import Session
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
-from support.models import SETTINGS, SeededMachine
+from support.models import SETTINGS, OnOneLoop, SeededMachine
 from support.sticky_memory import cookie_after, sticky_settings
 
 ROUTES = ("app1", "app1", "app2")  # three processes: two behind route app1, one behind app2
@@ -172,7 +171,7 @@ class AsyncStickyCluster(StickyCluster):
     the same memory nodes), on one event loop for the run."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.on_loop = OnOneLoop()
         super().__init__()
 
     def _start(self, process: int) -> Any:
@@ -184,20 +183,17 @@ class AsyncStickyCluster(StickyCluster):
         )
 
     def _load(self, process: int, cookie: str | None) -> Session:
-        session: Session = self.loop.run_until_complete(self.apps[process].load(cookie))
-        return session
+        return self.on_loop.load(self.apps[process], cookie)
 
     def _save(self, process: int, session: Session) -> None:
-        manager = self.apps[process]
-        self.loop.run_until_complete(manager.save(session))
-        self.loop.run_until_complete(manager.release(session))
+        self.on_loop.save(self.apps[process], session)
 
     def _close(self, process: int) -> None:
-        self.loop.run_until_complete(self.apps[process].close())
+        self.on_loop.close(self.apps[process])
 
     def teardown(self) -> None:
         super().teardown()
-        self.loop.close()
+        self.on_loop.stop()
 
 
 StickyCluster.TestCase.settings = SETTINGS

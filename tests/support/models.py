@@ -4,13 +4,16 @@ length of a run, so hypothesis can replay and shrink it, and the settings they r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from pymsm.core import context
+from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
 
@@ -54,3 +57,26 @@ class SeededMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         context._rng = self._rng
         self._logger.setLevel(self._level)
+
+
+class OnOneLoop:
+    """What the async twins of the machines share: one event loop for the run, and a request's
+    manager calls as the ASGI middleware makes them (load; save, then release)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def load(self, manager: Any, cookie: str | None) -> Session:
+        session: Session = self.loop.run_until_complete(manager.load(cookie))
+        return session
+
+    def save(self, manager: Any, session: Session) -> str:
+        saved = self.loop.run_until_complete(manager.save(session))
+        self.loop.run_until_complete(manager.release(session))
+        return str(saved.status)
+
+    def close(self, manager: Any) -> None:
+        self.loop.run_until_complete(manager.close())
+
+    def stop(self) -> None:
+        self.loop.close()
