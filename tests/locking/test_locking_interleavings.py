@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from pymsm import SessionManager
@@ -96,19 +97,15 @@ def interleavings(count: int) -> st.SearchStrategy[list[int]]:
     return st.permutations([i for i in range(count) for _ in range(2)])
 
 
+@pytest.mark.parametrize(
+    "mode",
+    ["optimistic", "none"],
+    ids=["optimistic: no update lost, last save wins per key", "none: last write replaces"],
+)
 @settings(max_examples=300, deadline=None)
 @given(requests=REQUESTS, data=st.data())
-def test_optimistic_merge_loses_no_update_in_any_interleaving(
-    requests: list[list[tuple[str, str, int]]], data: st.DataObject
+def test_any_interleaving_stores_what_the_model_says(
+    mode: str, requests: list[list[tuple[str, str, int]]], data: st.DataObject
 ) -> None:
-    stored, model = run(requests, data.draw(interleavings(len(requests))), "optimistic")
-    assert stored == model
-
-
-@settings(max_examples=50, deadline=None)
-@given(requests=REQUESTS, data=st.data())
-def test_without_cas_the_last_write_replaces_the_record(
-    requests: list[list[tuple[str, str, int]]], data: st.DataObject
-) -> None:
-    stored, model = run(requests, data.draw(interleavings(len(requests))), "none")
+    stored, model = run(requests, data.draw(interleavings(len(requests))), mode)
     assert stored == model

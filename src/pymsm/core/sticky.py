@@ -41,7 +41,7 @@ from .ids import SessionId
 from .ops import Add, Delete, Get, Op, Replace, Set
 from .records import Record, Validity
 from .session import Session
-from .writes import Saved, _payload, _quiet_home, _to_backup, _write_backup, drop_backups
+from .writes import Saved, _payload, _quiet_home, _write_backup, drop_backups
 
 # Written in place of the validity when a session is deleted: readers of either mode see it as
 # long expired; a sticky process tells it from a validity its node lost (restart), which must
@@ -264,14 +264,15 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     was_new = session.is_new
     status, home, reason = yield from _write(ctx, session, raw, node, force)
     if status == "stored" and home is not None:
-        validity = Validity(max_inactive, _ms(session.last_accessed), stamp)
-        yield Set(home, ctx.keys(session.sid).validity, validity.encode(), _vttl(ctx, session))
+        keys = ctx.keys(session.sid)
+        encoded = Validity(max_inactive, _ms(session.last_accessed), stamp).encode()
+        yield Set(home, keys.validity, encoded, _vttl(ctx, session))
         # the copy on the next node, as in non-sticky mode: memory is no second copy for a
-        # session this process evicted, lost in a restart, or never held (another process's)
-        yield from _write_backup(ctx, session.sid, home, raw, max_inactive)
-        yield from _to_backup(
-            ctx, home, ctx.keys(session.sid).backup_validity, validity.encode(), _vttl(ctx, session)
-        )
+        # session this process evicted, lost in a restart, or never held (another process's);
+        # its validity goes with it, for the stamp `_backup_stamp` compares
+        backup = yield from _write_backup(ctx, session.sid, home, raw, max_inactive)
+        if backup is not None:
+            yield Set(backup, keys.backup_validity, encoded, _vttl(ctx, session), noreply=True)
         for stale in (replaces, None if was_new else sid):
             if stale is not None and stale != session.sid:
                 yield from drop_keys(ctx, stale, moved=True)

@@ -29,20 +29,25 @@ def _write_copies(
 
 def _write_backup(
     ctx: Context, sid: SessionId, node: str, raw: bytes, max_inactive: int
-) -> Flow[None]:
-    yield from _to_backup(ctx, node, ctx.keys(sid).backup, raw, ctx.record_ttl(max_inactive))
+) -> Flow[str | None]:
+    """The record's backup copy; the node that took it (None: none did)."""
+    return (
+        yield from _to_backup(ctx, node, ctx.keys(sid).backup, raw, ctx.record_ttl(max_inactive))
+    )
 
 
-def _to_backup(ctx: Context, node: str, key: str, value: bytes, ttl: int) -> Flow[None]:
-    """Write `key` (noreply) on the first live node after `node`. A node that refuses it (down
-    since this process last looked: not marked dead yet) passes it to the next live one, within
-    the `backup_lookups` nodes a load searches; otherwise the session's only fresh copy would
-    be its primary's until the next write, and the old copy on the refusing node would be what
-    a later failover finds (flows.load prefers the newest copy, but only of those it finds)."""
+def _to_backup(ctx: Context, node: str, key: str, value: bytes, ttl: int) -> Flow[str | None]:
+    """Write `key` (noreply) on the first live node after `node`; the node that took it. A node
+    that refuses it (down since this process last looked: not marked dead yet) passes it to the
+    next live one, within the `backup_lookups` nodes a load searches; otherwise the session's
+    only fresh copy would be its primary's until the next write, and the old copy on the
+    refusing node would be what a later failover finds (flows.load prefers the newest copy, but
+    only of those it finds)."""
     for backup in ctx.window(node):
         result = yield Set(backup, key, value, ttl, noreply=True)
         if not _failed(result):
-            return
+            return backup
+    return None
 
 
 def _write_validity(

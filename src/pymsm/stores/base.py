@@ -111,9 +111,9 @@ def check_busy_poll(seconds: float) -> None:
         )
 
 
-def polled_recv(sock: socket.socket, size: int, budget: float) -> bytes | None:
+def polled_recv(sock: socket.socket, size: int, budget: float) -> bytes:
     """Busy-poll: read up to `size` bytes from `sock` without blocking for up to `budget`
-    seconds; None when nothing came in that time (the caller then blocks as usual).
+    seconds, then block as a plain `recv` does (with the socket's kernel timeouts).
 
     An answer that comes within the budget is read without this thread going to sleep and being
     woken again. On a virtual machine that sleep and wake-up is most of a loopback round trip
@@ -121,11 +121,12 @@ def polled_recv(sock: socket.socket, size: int, budget: float) -> bytes | None:
     with the same client CPU per get, since sleeping and waking costs CPU too). The price is a
     CPU kept busy while waiting, which other processes on a saturated host would have used; see
     docs/design.md (Busy-polling). MSG_DONTWAIT leaves the socket's blocking mode (and its
-    kernel timeouts) untouched. Raises what `recv` raises, except EAGAIN."""
+    kernel timeouts) untouched. Raises what `recv` raises; EAGAIN only from the blocking read
+    (its timeout ran out)."""
     deadline = time.perf_counter() + budget
     while True:
         try:
             return sock.recv(size, socket.MSG_DONTWAIT)
         except BlockingIOError:
             if time.perf_counter() >= deadline:
-                return None
+                return sock.recv(size)

@@ -49,9 +49,8 @@ class _Connection:
         self.buf = b""
 
     def _recv(self) -> bytes:
-        chunk = polled_recv(self.sock, RECV_SIZE, self.spin) if self.spin else None
-        if chunk is None:
-            chunk = self.sock.recv(RECV_SIZE)
+        sock, spin = self.sock, self.spin
+        chunk = polled_recv(sock, RECV_SIZE, spin) if spin else sock.recv(RECV_SIZE)
         if not chunk:
             raise ConnectionResetError("memcached closed the connection")
         return chunk

@@ -95,9 +95,8 @@ class Wire:
 
     def _more(self) -> None:
         try:
-            chunk = polled_recv(self.sock, 65536, self.spin) if self.spin else None
-            if chunk is None:
-                chunk = self.sock.recv(65536)
+            sock, spin = self.sock, self.spin
+            chunk = polled_recv(sock, 65536, spin) if spin else sock.recv(65536)
         except OSError as exc:
             raise _socket_error(exc, "reading from") from exc
         if not chunk:
