@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm.config import Config
-from pymsm.core import flows, locking
+from pymsm.core import flows, locking, owed
 from pymsm.core.ids import SessionId
 from pymsm.core.ops import Op, Sleep, call_args
 from pymsm.core.session import Session
@@ -141,6 +141,14 @@ class AsyncSessionManager(_Base):
         if isinstance(guard, Guard):
             self.observe(session, guard)
             await self.release_guard(guard)
+            await self.settle_owed()
+
+    async def settle_owed(self) -> None:
+        """`SessionManager.settle_owed`: the deletes a node missed, once it is back."""
+        batch = self.owed_batch()
+        if batch is not None:
+            ctx, node, debts = batch
+            self.owed_settled(ctx, node, await self.run(owed.settle(ctx, node, debts)))
 
     async def release_guard(self, guard: Guard) -> None:
         lock, guard.lock = guard.lock, None

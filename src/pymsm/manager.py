@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm import cookies
 from pymsm.config import Config
-from pymsm.core import flows, locking
+from pymsm.core import flows, locking, owed
 from pymsm.core.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec, codec_by_name
 from pymsm.core.ids import SessionId
 from pymsm.core.nodes import Health
@@ -77,6 +77,7 @@ class _Base:
         self.stats: Counter[str] = Counter()
         self.locking = locking.LockingMode.parse(cfg.locking_mode)
         self.learner = locking.ReadOnlyLearner()
+        self.owed = owed.Owed()  # deletes a node missed while unreachable (core/owed.py)
 
     @property
     def retry_after(self) -> int:
@@ -102,7 +103,21 @@ class _Base:
             backup_lookups=cfg.backup_lookups,
             attribute_filter=self._filter,
             access_resolution=cfg.access_time_resolution,
+            owed=self.owed,
         )
+
+    def owed_batch(self) -> tuple[flows.Context, str, list[owed.Debt]] | None:
+        """Deletes a node missed, to make now that it is healthy again (`settle_owed`); None
+        in the common case: nothing owed, or the node is not back yet."""
+        node = self.owed.due(self.health) if self.owed else None
+        if node is None:
+            return None
+        return self.context(), node, self.owed.take(node)
+
+    def owed_settled(self, ctx: flows.Context, node: str, left: list[owed.Debt]) -> None:
+        self.owed.give_back(node, left)
+        self.stats.update(ctx.counts)
+        self._log_events(ctx)
 
     def sticky_write_config(self, default_stores: bool) -> Config | None:
         """The configuration of sticky mode's own write stores (synchronous backup): the same
@@ -382,6 +397,15 @@ class SessionManager(_Base):
             return
         self.observe(session, guard)
         self.release_guard(guard)
+        self.settle_owed()
+
+    def settle_owed(self) -> None:
+        """Make some of the deletes a node missed while unreachable, once it is back (see
+        core/owed.py); `release` calls it when a request ends. Never raises for store trouble."""
+        batch = self.owed_batch()
+        if batch is not None:
+            ctx, node, debts = batch
+            self.owed_settled(ctx, node, self.run(owed.settle(ctx, node, debts)))
 
     def release_guard(self, guard: Guard) -> None:
         lock, guard.lock = guard.lock, None

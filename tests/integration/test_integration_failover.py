@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from pymemcache.client.base import Client
@@ -131,11 +132,11 @@ def partitionable(memcached_nodes: Nodes) -> Iterator[Cluster]:
         proxy.stop()
 
 
-def through(cluster: Cluster) -> SessionManager:
+def through(cluster: Cluster, **settings: Any) -> SessionManager:
     """An app process's manager that reaches the nodes through the proxies."""
     servers, proxies = cluster
     nodes = ",".join(f"{s.name}:{p.address}" for s, p in zip(servers, proxies, strict=True))
-    manager = SessionManager(memcached_nodes=nodes, operation_timeout=500)
+    manager = SessionManager(memcached_nodes=nodes, operation_timeout=500, **settings)
     _open.append(manager)
     return manager
 
@@ -195,6 +196,46 @@ def test_a_logout_a_cut_off_node_missed_is_not_undone_by_a_failover(
     servers[primary].kill()
     replayed = through(partitionable).load(sid)
     assert replayed.is_new and dict(replayed) == {} and replayed.id != sid
+
+
+def test_the_id_a_session_moved_from_stops_loading_once_its_node_is_back(
+    partitionable: Cluster,
+) -> None:
+    """The primary is cut off, a request moves the session to a new id; the node comes back
+    with the old copy (a replayed old cookie would read it, also after a logout). The process
+    that moved the session owes the node that delete and makes it once the node answers again
+    (core/owed.py): a conditional delete of a copy older than the move."""
+    servers, proxies = partitionable
+    app = through(partitionable, node_dead_timeout=0.5)
+    old = new_session(app, user="ann")
+    sid = SessionId.parse(old)
+    primary = [s.name for s in servers].index(sid.node)
+    keys = Keys.of("", sid)
+    proxies[primary].cut()
+    moved = app.load(old)
+    assert moved["user"] == "ann" and moved.id != old
+    moved["user"] = "bob"
+    assert app.save(moved).status == "stored"
+    app.release(moved)
+    assert [d.sid for d in app.owed.of(sid.node or "")] == [sid]
+    proxies[primary].heal()
+    assert raw(servers[primary]).get(keys.record) is not None  # back with the old copy
+    assert through(partitionable).load(old)["user"] == "ann"  # the gap: before the debt is paid
+    # requests go on; once one reaches the node again (the dead time, then a session there
+    # or its backup copy), the request's end makes the delete
+    time.sleep(app.config.node_dead_timeout + 0.1)
+    for _ in range(30):
+        session = app.open(None)
+        session["other"] = 1
+        app.save(session)
+        app.release(session)
+        if not app.owed.of(sid.node or ""):
+            break
+    assert app.owed.of(sid.node or "") == [] and app.stats["owed_settled"] == 1
+    assert raw(servers[primary]).get(keys.record) is None
+    replayed = through(partitionable).load(old)
+    assert replayed.is_new and dict(replayed) == {}
+    assert through(partitionable).load(moved.id)["user"] == "bob"
 
 
 def test_a_returning_node_is_refilled_as_sessions_are_used(memcached_nodes: Nodes) -> None:

@@ -41,6 +41,9 @@ class Cluster(SeededMachine):
         self.expected: dict[str, dict[str, Any]] = {}  # the id the client holds -> its data
         self.lost: str | None = None
         self.apps = [self._app(), self._app()]  # two app processes, each with its own health
+        # ids the client held before its session moved (a node was cut off): the copy on that
+        # node outlives the move until a process that owes its delete settles it (core/owed.py)
+        self.left_behind: list[str] = []
 
     # the manager calls, overridden by the async twin below
     def _app(self) -> Any:
@@ -57,7 +60,9 @@ class Cluster(SeededMachine):
         return session
 
     def _save(self, app: int, session: Session) -> str:
+        """The save, then the request's end (as the adapters do: owed deletes are made there)."""
         status: str = self.apps[app].save(session).status
+        self.apps[app].release(session)
         return status
 
     def _tick(self) -> None:
@@ -69,6 +74,8 @@ class Cluster(SeededMachine):
         """The client keeps the id the response's cookie names (a re-home changes it)."""
         del self.expected[old]
         self.expected[session.id] = data
+        if session.id != old:
+            self.left_behind.append(old)
         return str(session.id)
 
     # -- requests -------------------------------------------------------------------------------
@@ -108,6 +115,8 @@ class Cluster(SeededMachine):
         # the old id's copy on the unreachable node outlives the move (design.md, "A partition
         # and the ids it leaves behind"): only the id the session had is checked below
         ended = str(session.id)
+        if ended != sid:
+            self.left_behind.append(sid)
         session.invalidate()
         self._save(app, session)
         return ended
@@ -117,6 +126,24 @@ class Cluster(SeededMachine):
         self._tick()
         session = self._load(app, sid)
         assert session.is_new and dict(session) == {} and session.id != sid
+
+    @precondition(lambda self: self.left_behind)
+    @rule(app=st.integers(0, 1), pick=st.integers(0))
+    def replay_an_id_left_behind(self, app: int, pick: int) -> None:
+        """An id the session moved away from (a replayed or stolen cookie, a request that was in
+        flight) never loads again once no process owes its node the delete: the node is
+        unreachable, or the delete was made when it came back (invariants 5 and 6)."""
+        sid = self.left_behind[pick % len(self.left_behind)]
+        node = sid.rsplit("-", 1)[1]
+        if sid in self.expected:
+            return  # the session came back to this id (its base is kept when it moves)
+        owed = any(str(d.sid) == sid for a in self.apps for d in a.owed.of(node))
+        if owed and node not in (self.cut, self.lost):
+            return  # not settled yet: the process has not seen the node back
+        self._tick()
+        session = self._load(app, sid)
+        assert session.is_new and dict(session) == {}, f"{sid} loaded {dict(session)}"
+        self._save(app, session)
 
     @rule(app=st.integers(0, 1), base=st.text("0123456789ABCDEF", min_size=32, max_size=32))
     def forged_id(self, app: int, base: str) -> None:

@@ -44,6 +44,7 @@ class StickyCluster(SeededMachine):
         # can still do"), so no node is cut off again until they are written
         self.single: set[str] = set()
         self.exposed: set[str] = set()  # logged out while a node was cut off (see logout)
+        self.forfeited: set[str] = set()  # owed deletes a process took with it (see restart)
 
     # the manager calls, overridden by the async twin below
     def _start(self, process: int) -> Any:
@@ -58,7 +59,9 @@ class StickyCluster(SeededMachine):
         return session
 
     def _save(self, process: int, session: Session) -> None:
+        """The save, then the request's end (as the adapters do: owed deletes are made there)."""
         self.apps[process].save(session)
+        self.apps[process].release(session)
 
     def _close(self, process: int) -> None:
         self.apps[process].close()
@@ -120,15 +123,26 @@ class StickyCluster(SeededMachine):
         session.invalidate()
         self._save(process, session)
         if self.cut is not None:
-            # with two nodes, the cut-off node keeps its copy without a tombstone: if the other
-            # node dies later, that copy is served again (design.md, "What a second failure
-            # can still do"); only logouts made with both nodes reachable are replayed below
+            # the cut-off node keeps its copy (the record, or the backup copy) and gets no
+            # tombstone: the process owes it the delete, made once the node is back
+            # (core/owed.py); until then, and for good if that process restarts first, the
+            # copy can be served again (design.md, "A partition and the ids it leaves behind")
             self.exposed.add(ended)
         return ended
 
+    def _owed(self, sid: str) -> bool:
+        """Some process still owes a reachable node the delete of a copy of `sid`."""
+        return any(
+            str(debt.sid) == sid
+            for app in self.apps
+            for node in self.stores
+            if node != self.cut
+            for debt in app.owed.of(node)
+        )
+
     @rule(sid=ended, process=PROCESSES)
     def replay_a_logged_out_id(self, sid: str, process: int) -> None:
-        if sid in self.exposed:
+        if sid in self.exposed and (sid in self.forfeited or self._owed(sid)):
             return
         self.clock.now += 0.002
         session = self._load(process, sid)
@@ -145,7 +159,10 @@ class StickyCluster(SeededMachine):
 
     @rule(process=PROCESSES)
     def restart(self, process: int) -> None:
-        """The process dies (its memory with it) and a new one takes its place."""
+        """The process dies (its memory with it, and the deletes it owes) and a new one takes
+        its place."""
+        app = self.apps[process]
+        self.forfeited.update(str(d.sid) for node in self.stores for d in app.owed.of(node))
         self._close(process)
         self.apps[process] = self._start(process)
 

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from pymsm.exceptions import StoreError
-
 from .codecs import Codec
 from .ids import SessionId
 from .nodes import Health, NodeList
 from .ops import Op
+from .owed import Owed
 from .records import RecordFormat
 
 T = TypeVar("T")
@@ -71,6 +70,7 @@ class Context:
     events: list[str] = field(default_factory=list)  # reasons worth a log line
     cas: bool = False  # read with CAS tokens and write with cas + merge (see optimistic.py)
     counts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # stats
+    owed: Owed = field(default_factory=Owed)  # the process's deletes its nodes missed (owed.py)
 
     @property
     def now_ms(self) -> int:
@@ -135,10 +135,6 @@ def _run(op: Op) -> Flow[Any]:
     """Yield one op; the result, or the StoreError it raised."""
     result = yield op
     return result
-
-
-def _failed(result: Any) -> bool:
-    return isinstance(result, StoreError)
 
 
 def _ms(seconds: float) -> int:

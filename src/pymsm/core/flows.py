@@ -14,15 +14,17 @@ from typing import Any
 
 from pymsm.exceptions import RecordError
 
-from .context import TTL_SLACK, Context, Flow, Keys, T, _failed, _run
+from .context import TTL_SLACK, Context, Flow, Keys, T, _run
 from .ids import SessionId
-from .ops import Delete, Get, Gets, Set
+from .ops import Get, Gets, Set, _failed
+from .owed import missed_by, owe
 from .records import Record, Validity
 from .session import Session
 from .writes import (
     Saved,
     _write_copies,
     delete,
+    drop_backup,
     save,
     settled,
 )
@@ -193,17 +195,22 @@ def _rehome(
     """The primary is down: the session moves to the node that held its (newest) backup, under
     a new id; the old id's backup copies go from every node in `holders`."""
     assert loaded.record is not None and loaded.validity is not None
-    old = ctx.keys(sid)
     new_sid = sid.with_node(node)
     rec = loaded.record
     raw = ctx.format.encode(rec.codec_id, rec.created, ctx.now_ms, rec.max_inactive, rec.payload)
+    primary = ctx.node_of(sid)
+    assert primary is not None  # (load returns earlier for an id naming no configured node)
+    missed = missed_by(ctx, primary)
     stored = yield from _write_copies(ctx, new_sid, node, raw, rec.max_inactive)
     if not stored:
         # cannot write the new home: serve what we read, keep the old id (nothing is lost)
         return loaded
     for holder in holders:
-        yield Delete(holder, old.backup)
-        yield Delete(holder, old.backup_validity)
+        yield from drop_backup(ctx, holder, sid, moved=True, tomb=False)
+    # the old id's copies on nodes that cannot be reached go once they are back (owed.py)
+    owe(ctx, primary, sid, ended=False)
+    for other in missed:
+        owe(ctx, other, sid, ended=False, backup=True)
     ctx.events.append(f"re-homed {sid} to {new_sid}: node {sid.node} is down")
     record = Record(rec.codec_id, rec.created, ctx.now_ms, rec.max_inactive, rec.payload)
     return Loaded("found", new_sid, loaded.data, record, loaded.validity, relocated=True)

@@ -208,6 +208,11 @@ class Health:
             or (now >= state.dead_until and not state.probing)
         )
 
+    def healthy(self, node_id: str) -> bool:
+        """Never seen failing, or an operation succeeded since it last failed."""
+        state = self._states.get(node_id)
+        return state is None or (state.failures == 0 and state.dead_until == 0.0)
+
     def succeeded(self, node_id: str, now: float) -> None:
         state = self._states.get(node_id)
         if state is None or (state.failures == 0 and state.dead_until == 0.0):

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from pymsm.exceptions import StoreError
+
 
 @dataclass(slots=True)
 class Get:
@@ -106,6 +108,11 @@ class Sleep:
     clock (seconds since the epoch) afterwards, so flows can wait without doing I/O."""
 
     seconds: float
+
+
+def _failed(result: Any) -> bool:
+    """A flow's test of an op's result: the StoreError the driver sent back instead."""
+    return isinstance(result, StoreError)
 
 
 def call_args(op: StoreOp) -> tuple[str, tuple[Any, ...]]:

@@ -69,6 +69,21 @@ class Validity(NamedTuple):
         return cls(*_VALIDITY.unpack(data))
 
 
+# Written in place of the validity when a session is deleted: readers of either mode see it as
+# long expired; a sticky process tells it from a validity its node lost (restart), which must
+# not end the session it holds in memory (core/sticky.py).
+TOMBSTONE = Validity(1, 0, 0)
+
+
+def written_at(data: bytes) -> int | None:
+    """When a stored record was written (ms), read from its header alone; None if `data` is not
+    a record of this layout. Unverified: for deciding whether a copy predates a move."""
+    if len(data) < HEADER_SIZE:
+        return None
+    magic, version, _, _, _, written, _ = _HEADER.unpack_from(data)
+    return written if magic == MAGIC and version == VERSION else None
+
+
 MAX_PAYLOAD = 64 * 1024 * 1024  # a corrupt or hostile record must not inflate without bound
 
 

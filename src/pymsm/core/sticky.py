@@ -34,19 +34,15 @@ from typing import Any
 
 from pymsm.exceptions import CodecError, ItemTooLarge, RecordError
 
-from .context import Context, Flow, _failed, _ms
+from .context import Context, Flow, _ms
 from .flows import Loaded
 from .flows import load as store_load
 from .ids import SessionId
-from .ops import Add, Delete, Get, Op, Replace, Set
-from .records import Record, Validity
+from .ops import Add, Delete, Get, Op, Replace, Set, _failed
+from .owed import owe
+from .records import TOMBSTONE, Record, Validity
 from .session import Session
 from .writes import Saved, _payload, _quiet_home, _write_backup, drop_backups
-
-# Written in place of the validity when a session is deleted: readers of either mode see it as
-# long expired; a sticky process tells it from a validity its node lost (restart), which must
-# not end the session it holds in memory.
-TOMBSTONE = Validity(1, 0, 0)
 
 
 @dataclass(slots=True)
@@ -392,10 +388,13 @@ def drop_keys(ctx: Context, sid: SessionId, moved: bool = False) -> Flow[None]:
     if node is None:
         return
     keys = ctx.keys(sid)
+    gone: Any = None
     if ctx.up(node):
         if not moved:
             yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
-        yield Delete(node, keys.record, noreply=False)
+        gone = yield Delete(node, keys.record, noreply=False)
         ttl = ctx.validity_ttl(ctx.max_inactive)
         yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
-    yield from drop_backups(ctx, node, keys, tomb=not moved)
+    if gone is None or _failed(gone):
+        owe(ctx, node, sid, ended=not moved)  # made once the node is back (owed.py)
+    yield from drop_backups(ctx, node, sid, moved=moved, tomb=not moved)

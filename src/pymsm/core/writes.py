@@ -9,9 +9,10 @@ from typing import Any
 from pymsm.exceptions import CodecError, ItemTooLarge
 
 from . import optimistic
-from .context import Context, Flow, Keys, _failed, _ms
+from .context import Context, Flow, _ms
 from .ids import SessionId
-from .ops import Add, Cas, Delete, Op, Replace, Set
+from .ops import Add, Cas, Delete, Op, Replace, Set, _failed
+from .owed import missed_by, owe
 from .records import Record, Validity
 from .session import Session
 
@@ -198,7 +199,8 @@ def _store(
             session.relocate(old.with_node(node) if ctx.nodes.has_ids else old)
             if not session.is_new:
                 ctx.events.append(f"relocating {old} to {session.sid}: node {old.node} is down")
-                yield from delete(ctx, old)  # no stale backup of the old id may be found later
+                # no stale backup of the old id may be found later
+                yield from delete(ctx, old, moved=True)
         tried.add(node)
         key = ctx.keys(session.sid).record
         ttl = ctx.record_ttl(max_inactive)
@@ -248,33 +250,54 @@ def _conflict(
     return Saved("stored", "merged", raw), op.node
 
 
-def delete(ctx: Context, sid: SessionId) -> Flow[None]:
+def delete(ctx: Context, sid: SessionId, moved: bool = False) -> Flow[None]:
     """Delete every copy: the record (waiting, so the next request cannot read it), validity,
     and the backup keys on every node a load would look at.
 
     A tombstone goes first on each of those nodes: a load that finds no record checks them
     before it uses a backup copy (flows.load), so an in-flight request cannot refill or re-home
     the session from a backup copy (or from a backup written after this delete). It lives as
-    long as a record could."""
+    long as a record could.
+
+    A primary that cannot be reached is owed the delete (owed.py): made once it is back, in
+    full for an id that ended, and only for a copy older than now if the session `moved`
+    (a relocation: the id keeps its base, so the session may come back to it)."""
     primary = ctx.node_of(sid)
     if primary is None:
         return
     keys = ctx.keys(sid)
     tomb_ttl = ctx.record_ttl(ctx.max_inactive)
+    gone: Any = None
     if ctx.up(primary):
         yield Set(primary, keys.tomb, b"1", tomb_ttl)
-        yield Delete(primary, keys.record, noreply=False)
+        gone = yield Delete(primary, keys.record, noreply=False)
         yield Delete(primary, keys.validity)
-    yield from drop_backups(ctx, primary, keys)
+    if gone is None or _failed(gone):
+        owe(ctx, primary, sid, ended=not moved)
+    yield from drop_backups(ctx, primary, sid, moved=moved)
 
 
-def drop_backups(ctx: Context, primary: str, keys: Keys, tomb: bool = True) -> Flow[None]:
+def drop_backups(
+    ctx: Context, primary: str, sid: SessionId, moved: bool = False, tomb: bool = True
+) -> Flow[None]:
     """Delete the backup keys on every node a load would search for a copy (also when the
     primary is down: those nodes must not hand the session back once it is), each after a
-    tombstone unless `tomb` is False (sticky mode's moved ids: core/sticky.py, drop_keys)."""
-    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
+    tombstone unless `tomb` is False (sticky mode's moved ids: core/sticky.py, drop_keys).
+    A node that cannot be reached may keep an old copy: it is owed the delete (owed.py; for an
+    id the session `moved` from, of a copy older than now)."""
+    missed = missed_by(ctx, primary)  # (before the deletes: a node they find down owes itself)
     for node in ctx.window(primary):
-        if tomb:
-            yield Set(node, keys.tomb, b"1", tomb_ttl, noreply=True)
-        yield Delete(node, keys.backup)
-        yield Delete(node, keys.backup_validity)
+        yield from drop_backup(ctx, node, sid, moved, tomb)
+    for node in missed:
+        owe(ctx, node, sid, ended=not moved, backup=True)
+
+
+def drop_backup(ctx: Context, node: str, sid: SessionId, moved: bool, tomb: bool) -> Flow[None]:
+    """Delete `sid`'s backup copy on `node` (after a tombstone if `tomb`); owe it if refused."""
+    keys = ctx.keys(sid)
+    if tomb:
+        yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+    gone = yield Delete(node, keys.backup)
+    yield Delete(node, keys.backup_validity)
+    if _failed(gone):
+        owe(ctx, node, sid, ended=not moved, backup=True)
