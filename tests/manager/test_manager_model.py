@@ -3,7 +3,10 @@
 nodes are cut off and healed, one at a time, and at most one node is lost for good. After every
 request the client sees exactly what it last wrote (invariants 1 and 5), a logged-out id never
 loads again (invariant 6) and an id the store does not hold is never adopted (invariant 7).
-It runs twice: through SessionManager and through AsyncSessionManager (the async driver).
+It runs through SessionManager and through AsyncSessionManager (the async driver) in the default
+locking mode (optimistic), and through SessionManager in the modes `all` and `none`. Every
+request ends as the adapters end it (save, then release), which is where a process pays the
+deletes it owes a node that was cut off (core/owed.py).
 
 Memory stores keep this fast and deterministic; the failover paths it walks are proven against
 real memcached in tests/integration.
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import hypothesis.strategies as st
+from hypothesis import settings
 from hypothesis.stateful import (
     Bundle,
     consumes,
@@ -33,6 +37,7 @@ NODES = ("n1", "n2", "n3")
 class Cluster(SeededMachine):
     ids = Bundle("ids")
     ended = Bundle("ended")
+    locking_mode = "optimistic"  # the default: reads with CAS tokens, writes with cas + merge
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,6 +58,7 @@ class Cluster(SeededMachine):
             clock=self.clock,
             max_inactive_interval=3600,
             node_dead_timeout=10,
+            locking_mode=self.locking_mode,
         )
 
     def _load(self, app: int, cookie: str | None) -> Session:
@@ -126,6 +132,7 @@ class Cluster(SeededMachine):
         self._tick()
         session = self._load(app, sid)
         assert session.is_new and dict(session) == {} and session.id != sid
+        self._save(app, session)  # (the request's end: nothing to store; locks released)
 
     @precondition(lambda self: self.left_behind)
     @rule(app=st.integers(0, 1), pick=st.integers(0))
@@ -154,6 +161,7 @@ class Cluster(SeededMachine):
             self._tick()
             session = self._load(app, forged)
             assert session.is_new and session.id != forged
+            self._save(app, session)
 
     # -- the cluster ----------------------------------------------------------------------------
 
@@ -203,7 +211,25 @@ class AsyncCluster(Cluster):
         self.on_loop.stop()
 
 
+class LockingCluster(Cluster):
+    """The same model with every request taking the session's lock (`all`): the lock key lives
+    on the session's node, so cut-off nodes and moves go through the locking flows too."""
+
+    locking_mode = "all"
+
+
+class PlainCluster(Cluster):
+    """The same model with plain replace writes (`none`: no CAS tokens, no merge)."""
+
+    locking_mode = "none"
+
+
 Cluster.TestCase.settings = SETTINGS
 AsyncCluster.TestCase.settings = SETTINGS
+# the other locking modes share all but the first read and the write: fewer examples
+LockingCluster.TestCase.settings = settings(SETTINGS, max_examples=100)
+PlainCluster.TestCase.settings = settings(SETTINGS, max_examples=100)
 test_manager_model = Cluster.TestCase
 test_async_manager_model = AsyncCluster.TestCase
+test_manager_model_locking_all = LockingCluster.TestCase
+test_manager_model_locking_none = PlainCluster.TestCase
