@@ -60,18 +60,20 @@ class Debt:
 
 
 class Owed:
-    """The debts of one process, by node, oldest first. Thread-compatible: each step is one
-    dict operation, and a debt two threads settle at once is settled twice, harmlessly."""
+    """The debts of one process, by node, oldest first. Thread-safe under the GIL: each step is
+    one dict operation, and a debt two threads settle at once is settled twice, harmlessly."""
 
     def __init__(self, limit: int = OWED_LIMIT) -> None:
         self.limit = limit
         self._by_node: dict[str, OrderedDict[str, Debt]] = {}
 
+    # every walk over the nodes copies the dict first (one step, under the GIL): another thread
+    # may add a node meanwhile, and iterating a dict that grows raises
     def __bool__(self) -> bool:
-        return any(self._by_node.values())
+        return any(list(self._by_node.values()))
 
     def __len__(self) -> int:
-        return sum(len(debts) for debts in self._by_node.values())
+        return sum(len(debts) for debts in list(self._by_node.values()))
 
     def add(self, node: str, debt: Debt) -> int:
         """Owe `debt` on `node`; answers how many older debts the limit pushed out."""
@@ -89,7 +91,7 @@ class Owed:
     def due(self, health: Health) -> str | None:
         """A node that is owed deletes and healthy again (an operation on it succeeded since it
         failed): its debts can be settled now. None otherwise (the common case: nothing owed)."""
-        for node, debts in self._by_node.items():
+        for node, debts in list(self._by_node.items()):
             if debts and health.healthy(node):
                 return node
         return None
@@ -99,7 +101,10 @@ class Owed:
         debts = self._by_node.get(node)
         taken: list[Debt] = []
         while debts and len(taken) < count:
-            taken.append(debts.popitem(last=False)[1])
+            try:
+                taken.append(debts.popitem(last=False)[1])
+            except KeyError:  # another thread took the last one
+                break
         return taken
 
     def give_back(self, node: str, debts: list[Debt]) -> None:
