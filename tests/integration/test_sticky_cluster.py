@@ -9,12 +9,14 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pymemcache.client.base import Client
 
+from support.partition import PartitionProxy
 from support.servers import HOST, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -22,7 +24,7 @@ TESTS = str(Path(__file__).resolve().parents[1])
 Nodes = Callable[[int], list[ServerProcess]]
 
 
-def gunicorn(route: str, nodes: list[ServerProcess], failover: str) -> ServerProcess:
+def gunicorn(route: str, nodes: list[ServerProcess] | list[Via], failover: str) -> ServerProcess:
     env = [
         f"MSM_MEMCACHED_NODES={','.join(f'{n.name}:{n.address}' for n in nodes)}",
         f"MSM_FAILOVER_NODES={failover}",
@@ -40,7 +42,7 @@ def gunicorn(route: str, nodes: list[ServerProcess], failover: str) -> ServerPro
 def apps() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(route: str, nodes: list[ServerProcess], failover: str) -> ServerProcess:
+    def start(route: str, nodes: list[ServerProcess] | list[Via], failover: str) -> ServerProcess:
         server = gunicorn(route, nodes, failover).start()
         started.append(server)
         return server
@@ -204,3 +206,45 @@ def test_two_processes_behind_one_route_serve_no_stale_copy_when_the_node_dies(
     assert user.get(b)["data"] == {"n": 3}
     assert user.get(a, "/incr")["data"] == {"n": 4}  # and nothing is lost either way
     assert user.get(b)["data"] == {"n": 4}
+
+
+def test_a_logout_its_node_missed_is_made_there_once_it_is_back(
+    memcached_nodes: Nodes, apps: Any
+) -> None:
+    """Invariant 6 across a partition: a logs the user out while n2, the session's node, is cut
+    off (its data kept); b holds the session in memory. a owes n2 that delete (core/owed.py)
+    and makes it at the end of its first request that reaches n2 again; b then sees the
+    tombstone validity there and does not serve its copy."""
+    m1, m2 = memcached_nodes(2)
+    proxies = [PartitionProxy(m1.port), PartitionProxy(m2.port)]
+    try:
+        via = [Via(m.name, p.address) for m, p in zip((m1, m2), proxies, strict=True)]
+        a = apps("app1", via, "n1")
+        b = apps("app1", via, "n1")
+        user = Browser()
+        user.get(a, "/set?user=ann")
+        cookie = user.cookie
+        assert cookie is not None and cookie.endswith("-n2.app1")
+        assert user.get(b)["data"] == {"user": "ann"}  # b holds it in memory now
+        proxies[1].cut()
+        assert user.get(a, "/logout")["data"] == {}
+        proxies[1].heal()
+        assert stored(m2, cookie) is not None  # n2 missed the logout
+        time.sleep(0.5)  # past the dead time (0.3 s)
+        deadline = time.monotonic() + 10
+        while stored(m2, cookie) is not None and time.monotonic() < deadline:
+            Browser().get(a, "/set?other=1")  # new sessions live on n2: a reaches it again
+        assert stored(m2, cookie) is None
+        replayed = Browser(cookie).get(b)
+        assert replayed["data"] == {} and replayed["id"] != cookie
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+
+
+@dataclass
+class Via:
+    """A node as the apps see it: its name, and the address of the proxy in front of it."""
+
+    name: str
+    address: str
