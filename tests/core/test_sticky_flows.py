@@ -15,23 +15,13 @@ from pymsm.core.session import Session
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
 from support.flows import run_recorded
-from support.sticky_memory import calls, cookie_after, put, sticky_settings
+from support.sticky_memory import calls, put, request, sticky_settings
 
 
 def app(
     route: str, stores: dict[str, MemoryStore], clock: Clock, **settings: Any
 ) -> SessionManager:
     return SessionManager(stores=stores, clock=clock, **sticky_settings(route), **settings)
-
-
-def request(
-    manager: SessionManager, cookie: str | None, work: Callable[[Session], Any] = lambda s: None
-) -> tuple[Session, str | None]:
-    """One request: returns the session and the cookie the client holds afterwards."""
-    session = manager.open(cookie)
-    work(session)
-    manager.save(session)
-    return session, cookie_after(manager, session, cookie)
 
 
 def keys(store: MemoryStore) -> set[str]:

@@ -6,7 +6,6 @@ memcached is in tests/integration/test_integration_failover.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from pymsm.core.session import Session
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.flows import run_recorded
-from support.sticky_memory import cookie_after, put, sticky_settings
+from support.sticky_memory import put, request, sticky_settings
 
 
 @pytest.fixture
@@ -40,17 +39,6 @@ def app(clock: Clock, spec: str, stores: dict[str, MemoryStore], **settings: Any
     return SessionManager(memcached_nodes=spec, stores=stores, clock=clock, **settings)  # type: ignore[arg-type]
 
 
-def request(
-    manager: SessionManager, cookie: str | None, work: Callable[[Session], Any] = lambda s: None
-) -> tuple[Session, str | None]:
-    """One request as the adapters make it: load, work, save, release (where debts are paid)."""
-    session = manager.open(cookie)
-    work(session)
-    manager.save(session)
-    manager.release(session)
-    return session, cookie_after(manager, session, cookie)
-
-
 def on_node(manager: SessionManager, node: str) -> str:
     """A stored session whose id names `node` (new sessions land on a random live node)."""
     for _ in range(200):
@@ -61,6 +49,16 @@ def on_node(manager: SessionManager, node: str) -> str:
     raise AssertionError(f"no new session landed on {node}")
 
 
+def ann_and_a_neighbour(manager: SessionManager) -> tuple[str, str, str]:
+    """A stored session (its cookie), its node, and another session on that node, whose
+    requests make a later request reach the node."""
+    _, cookie = request(manager, None, put("user", "ann"))
+    assert cookie is not None
+    home = SessionId.parse(cookie).node
+    assert home is not None
+    return cookie, home, on_node(manager, home)
+
+
 def record_key(cookie: str) -> str:
     return Keys.of("", SessionId.parse(cookie)).record
 
@@ -68,11 +66,9 @@ def record_key(cookie: str) -> str:
 def test_the_id_a_session_moved_from_stops_loading_once_its_node_is_back(clock: Clock) -> None:
     spec, stores = nodes(clock, 3)
     a = app(clock, spec, stores)
-    _, old = request(a, None, put("user", "ann"))
-    assert old is not None
-    home = SessionId.parse(old).node
-    assert home is not None
-    neighbour = on_node(a, home)  # a session that makes a later request touch the node
+    old, home, neighbour = ann_and_a_neighbour(
+        a
+    )  # a session that makes a later request touch the node
     stores[home].down = True  # cut off: it keeps its data
     moved, new = request(a, old, lambda s: s["user"])
     assert new != old and moved.load_status == "relocated"
@@ -98,11 +94,7 @@ def test_a_copy_written_under_the_old_id_after_the_move_is_left_alone(clock: Clo
     written after the move, is the live one."""
     spec, stores = nodes(clock, 3)
     a = app(clock, spec, stores)
-    _, old = request(a, None, put("user", "ann"))
-    assert old is not None
-    home = SessionId.parse(old).node
-    assert home is not None
-    neighbour = on_node(a, home)
+    old, home, neighbour = ann_and_a_neighbour(a)
     stores[home].down = True
     request(a, old, lambda s: s["user"])
     stores[home].down = False
@@ -202,11 +194,7 @@ def test_sticky_a_logout_its_home_node_missed_reaches_the_processes_holding_it(
 def test_the_async_manager_pays_its_debts_when_a_request_ends(clock: Clock) -> None:
     spec, stores = nodes(clock, 3)
     sync = app(clock, spec, stores)
-    _, old = request(sync, None, put("user", "ann"))
-    assert old is not None
-    home = SessionId.parse(old).node
-    assert home is not None
-    neighbour = on_node(sync, home)
+    old, home, neighbour = ann_and_a_neighbour(sync)
     a = AsyncSessionManager(
         memcached_nodes=spec,
         stores={n: AsyncMemoryStore(s) for n, s in stores.items()},  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import pytest
 
 from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
-from pymsm.manager import _Base
+from pymsm.manager import SessionManager, _Base
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
 
@@ -49,6 +49,19 @@ def cookie_after(manager: _Base, session: Session, cookie: str | None) -> str | 
     if header is not None:
         cookie = header.split(";")[0].partition("=")[2] or None
     return cookie
+
+
+def request(
+    manager: SessionManager, cookie: str | None, work: Callable[[Session], Any] = lambda s: None
+) -> tuple[Session, str | None]:
+    """One request as the adapters make it: load, work, save, release (a process pays the
+    deletes it owes there); the session and the cookie the client holds afterwards. The
+    non-sticky memory tests use it too."""
+    session = manager.open(cookie)
+    work(session)
+    manager.save(session)
+    manager.release(session)
+    return session, cookie_after(manager, session, cookie)
 
 
 def put(key: str, value: Any) -> Callable[[Session], None]:
