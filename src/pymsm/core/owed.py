@@ -112,7 +112,7 @@ class Owed:
             self.add(node, debt)  # (a limit reached meanwhile drops the oldest, as in `owe`)
 
     def of(self, node: str) -> list[Debt]:
-        """`node`'s debts, oldest first (for tests and `msm`)."""
+        """`node`'s debts, oldest first (for tests, and for a look from a debugger)."""
         return list(self._by_node.get(node, {}).values())
 
 
