@@ -1,8 +1,9 @@
 """A model-based test of the non-sticky manager: hypothesis drives random sequences of requests
-(create, read, write, logout, replayed and forged cookies) against three memory nodes while
-nodes are cut off and healed, one at a time, and at most one node is lost for good. After every
-request the client sees exactly what it last wrote (invariants 1 and 5), a logged-out id never
-loads again (invariant 6) and an id the store does not hold is never adopted (invariant 7).
+(create, read, write, logout, replayed and forged cookies, the idle timeout passing) against
+three memory nodes while nodes are cut off and healed, one at a time, and at most one node is
+lost for good. After every request the client sees exactly what it last wrote (invariants 1 and
+5), a logged-out or expired id never loads again (invariant 6) and an id the store does not hold
+is never adopted (invariant 7).
 It runs through SessionManager and through AsyncSessionManager (the async driver) in the default
 locking mode (optimistic), and through SessionManager in the modes `all` and `none`. Every
 request ends as the adapters end it (save, then release), which is where a process pays the
@@ -43,7 +44,8 @@ class Cluster(SeededMachine):
         super().__init__()
         self.clock = Clock()
         self.stores = {n: MemoryStore(n, clock=self.clock) for n in NODES}
-        self.expected: dict[str, dict[str, Any]] = {}  # the id the client holds -> its data
+        # the id the client holds -> its data; None once it expired (nothing may be served)
+        self.expected: dict[str, dict[str, Any] | None] = {}
         self.lost: str | None = None
         self.apps = [self._app(), self._app()]  # two app processes, each with its own health
         # ids the client held before its session moved (a node was cut off): the copy on that
@@ -99,15 +101,25 @@ class Cluster(SeededMachine):
     def read(self, sid: str, app: int) -> str:
         self._tick()
         session = self._load(app, sid)
-        assert dict(session) == self.expected[sid], f"{sid} read {dict(session)}"
+        self._check(sid, session)
         self._save(app, session)
+        if self.expected[sid] is None:
+            return sid  # a new session the request did not write: no cookie, the client keeps its
         return self._follow(sid, session, dict(session))
+
+    def _check(self, sid: str, session: Session) -> None:
+        """What the client last wrote, or a new empty session once it expired (invariant 6)."""
+        want = self.expected[sid]
+        if want is None:
+            assert session.is_new and dict(session) == {}, f"expired {sid} read {dict(session)}"
+        else:
+            assert dict(session) == want, f"{sid} read {dict(session)}"
 
     @rule(target=ids, sid=consumes(ids), app=st.integers(0, 1), value=st.integers())
     def write(self, sid: str, app: int, value: int) -> str:
         self._tick()
         session = self._load(app, sid)
-        assert dict(session) == self.expected[sid], f"{sid} read {dict(session)}"
+        self._check(sid, session)
         session["v"] = value
         assert self._save(app, session) == "stored"
         return self._follow(sid, session, {"v": value})
@@ -116,7 +128,8 @@ class Cluster(SeededMachine):
     def logout(self, sid: str, app: int) -> str:
         self._tick()
         session = self._load(app, sid)
-        assert dict(session) == self.expected.pop(sid)
+        self._check(sid, session)
+        del self.expected[sid]
         # the id that is logged out: the load may have moved the session (primary cut off), and
         # the old id's copy on the unreachable node outlives the move (design.md, "A partition
         # and the ids it leaves behind"): only the id the session had is checked below
@@ -181,6 +194,14 @@ class Cluster(SeededMachine):
     @rule(seconds=st.floats(0.001, 5))
     def time_passes(self, seconds: float) -> None:
         self.clock.now += seconds
+
+    @rule()
+    def idle_timeout_passes(self) -> None:
+        """No request for longer than the idle timeout: every session expired, whatever node
+        holds a copy of it, cut off or not (invariant 6)."""
+        self.clock.now += 3601
+        for sid in self.expected:
+            self.expected[sid] = None
 
 
 class AsyncCluster(Cluster):
