@@ -3,8 +3,8 @@ hypothesis sends random requests of several clients to three app processes (two 
 app1, one behind app2; a load balancer may send any request anywhere, which makes takeovers),
 restarts processes (their memory is lost), and cuts one cache node off and heals it. After every
 request the client sees what it last wrote, whichever process serves it (invariants 2 and 5: no
-process serves a stale local copy); a logged-out id never loads again (invariant 6); a forged id
-is never adopted (invariant 7).
+process serves a stale local copy); a logged-out or expired id never loads again (invariant 6);
+a forged id is never adopted (invariant 7).
 
 It runs twice: through SessionManager and through AsyncSessionManager (the async sticky driver).
 Memory stores keep this fast and deterministic; tests/integration/test_sticky_cluster.py proves
@@ -38,7 +38,8 @@ class StickyCluster(SeededMachine):
         self.clock = Clock()
         self.stores = {name: MemoryStore(name, self.clock) for name in ("n1", "n2")}
         self.apps = [self._start(p) for p in range(len(ROUTES))]
-        self.expected: dict[str, dict[str, Any]] = {}  # the cookie a client holds -> its data
+        # the cookie a client holds -> its data; None once it expired (nothing may be served)
+        self.expected: dict[str, dict[str, Any] | None] = {}
         # sessions last written while a node was cut off: with two nodes, their only stored
         # copy is on the other one until their next write (design.md, "What a second failure
         # can still do"), so no node is cut off again until they are written
@@ -74,13 +75,20 @@ class StickyCluster(SeededMachine):
         self.clock.now += 0.002
         session = self._load(process, cookie)
         if cookie is not None:
-            assert dict(session) == data, f"{cookie} read {dict(session)} on process {process}"
+            self._check(cookie, session, data, process)
         if change is not None:
             session["v"] = change
         self._save(process, session)
         new = cookie_after(self.apps[process], session, cookie)
         assert new is not None, "a session that was written keeps a cookie"
         return session, new
+
+    def _check(self, cookie: str, session: Session, data: Any, process: int) -> None:
+        """What the client last wrote, or a new empty session once it expired (invariant 6)."""
+        if data is None:
+            assert session.is_new and dict(session) == {}, f"expired {cookie} read {dict(session)}"
+        else:
+            assert dict(session) == data, f"{cookie} read {dict(session)} on process {process}"
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class StickyCluster(SeededMachine):
     def logout(self, cookie: str, process: int) -> str:
         self.clock.now += 0.002
         session = self._load(process, cookie)
-        assert dict(session) == self.expected.pop(cookie)
+        self._check(cookie, session, self.expected.pop(cookie), process)
         self.single.discard(cookie)
         ended = str(session.id)  # a takeover on this request gave it this process's route
         session.invalidate()
@@ -176,6 +184,15 @@ class StickyCluster(SeededMachine):
     @rule(seconds=st.floats(0.001, 5))
     def time_passes(self, seconds: float) -> None:
         self.clock.now += seconds
+
+    @rule()
+    def idle_timeout_passes(self) -> None:
+        """No request for longer than the idle timeout (600 s): every session expired, in every
+        process's memory and on every node (invariant 6)."""
+        self.clock.now += 601
+        for cookie in self.expected:
+            self.expected[cookie] = None
+        self.single.clear()  # nothing left to lose
 
     def teardown(self) -> None:
         for process in range(len(self.apps)):
