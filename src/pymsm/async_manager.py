@@ -188,6 +188,7 @@ class AsyncSessionManager(_Base):
                 await self._sticky.close()
         finally:
             await close_stores(self.stores.values())
+            self.warn_owed()
 
 
 async def close_stores(stores: Iterable[AsyncStore]) -> None:

@@ -119,6 +119,23 @@ class _Base:
         self.stats.update(ctx.counts)
         self._log_events(ctx)
 
+    def warn_owed(self) -> None:
+        """On close: the deletes still owed live only in this process; say so, per node."""
+        for node in self.owed.nodes():
+            count = len(self.owed.of(node))
+            log.warning(
+                "closing with %d %s still owed to cache node %s (unreachable when they were "
+                "made): they are made only if this process serves requests once %s answers "
+                "again. If the process ends now, restart %s empty, or the old session ids it "
+                "holds stay readable until they expire (docs/design.md, 'A partition and the "
+                "ids it leaves behind')",
+                count,
+                "delete" if count == 1 else "deletes",
+                node,
+                node,
+                node,
+            )
+
     def sticky_write_config(self, default_stores: bool) -> Config | None:
         """The configuration of sticky mode's own write stores (synchronous backup): the same
         kind of store as the reads (memcached, or Redis for a Redis URL), with
@@ -435,6 +452,7 @@ class SessionManager(_Base):
             self._sticky.close()  # drains the async backup queue first
         for store in self.stores.values():
             store.close()
+        self.warn_owed()
 
 
 def drive(flow: Generator[Op, Any, T], run_op: Callable[[Op], Any]) -> T:

@@ -6,6 +6,7 @@ memcached is in tests/integration/test_integration_failover.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -215,3 +216,23 @@ def test_the_async_manager_pays_its_debts_when_a_request_ends(clock: Clock) -> N
     assert record_key(old) in stores[home].items
     asyncio.run(serve(neighbour))
     assert record_key(old) not in stores[home].items and a.owed.of(home) == []
+
+
+def test_closing_with_deletes_owed_says_which_node_to_restart_empty(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The debts live in the process: an operator shutting it down before the node is back must
+    learn which node still holds ids that should be gone."""
+    spec, stores = nodes(clock, 3)
+    a = app(clock, spec, stores)
+    old, home, _ = ann_and_a_neighbour(a)
+    with caplog.at_level(logging.WARNING, logger="pymsm"):
+        a.close()
+        assert not [r for r in caplog.records if "still owed" in r.getMessage()]
+        stores[home].down = True
+        request(a, old, lambda s: s["user"])  # moves the session: the node is owed a delete
+        caplog.clear()
+        a.close()
+    warnings = [r.getMessage() for r in caplog.records if "still owed" in r.getMessage()]
+    assert len(warnings) == 1 and f"1 delete still owed to cache node {home}" in warnings[0]
+    assert f"restart {home} empty" in warnings[0]

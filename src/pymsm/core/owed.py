@@ -111,6 +111,10 @@ class Owed:
         for debt in debts:
             self.add(node, debt)  # (a limit reached meanwhile drops the oldest, as in `owe`)
 
+    def nodes(self) -> list[str]:
+        """The nodes owed at least one delete."""
+        return [node for node, debts in list(self._by_node.items()) if debts]
+
     def of(self, node: str) -> list[Debt]:
         """`node`'s debts, oldest first (for tests, and for a look from a debugger)."""
         return list(self._by_node.get(node, {}).values())
