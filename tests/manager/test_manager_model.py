@@ -104,7 +104,7 @@ class Cluster(SeededMachine):
         self._check(sid, session)
         self._save(app, session)
         if self.expected[sid] is None:
-            return sid  # a new session the request did not write: no cookie, the client keeps its
+            return sid  # a new session the request did not write: no Set-Cookie, the id stays
         return self._follow(sid, session, dict(session))
 
     def _check(self, sid: str, session: Session) -> None:
@@ -130,9 +130,9 @@ class Cluster(SeededMachine):
         session = self._load(app, sid)
         self._check(sid, session)
         del self.expected[sid]
-        # the id that is logged out: the load may have moved the session (primary cut off), and
-        # the old id's copy on the unreachable node outlives the move (design.md, "A partition
-        # and the ids it leaves behind"): only the id the session had is checked below
+        # the id that is logged out: the load may have moved the session (primary cut off); the
+        # old id's copy on the unreachable node outlives the move until a process pays that
+        # delete (core/owed.py), so it is replayed by `replay_an_id_left_behind`, not below
         ended = str(session.id)
         if ended != sid:
             self.left_behind.append(sid)
