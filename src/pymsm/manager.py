@@ -109,7 +109,7 @@ class _Base:
     def owed_batch(self) -> tuple[flows.Context, str, list[owed.Debt]] | None:
         """Deletes a node missed, to make now that it is healthy again (`settle_owed`); None
         in the common case: nothing owed, or the node is not back yet."""
-        node = self.owed.due(self.health) if self.owed else None
+        node = self.owed.due(self.health)
         if node is None:
             return None
         return self.context(), node, self.owed.take(node)

@@ -38,11 +38,10 @@ from .context import Context, Flow, _ms
 from .flows import Loaded
 from .flows import load as store_load
 from .ids import SessionId
-from .ops import Add, Delete, Get, Op, Replace, Set, _failed
-from .owed import owe
+from .ops import Add, Get, Op, Replace, Set, _failed
 from .records import TOMBSTONE, Record, Validity
 from .session import Session
-from .writes import Saved, _payload, _quiet_home, _write_backup, drop_backups
+from .writes import Saved, _payload, _quiet_home, _write_backup, delete
 
 
 @dataclass(slots=True)
@@ -141,7 +140,7 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
     if validity is not None and validity.this_accessed > entry.stamp:
         return (yield from _from_store(ctx, sid))  # another process wrote since: reload
     if entry.expired(ctx.now_ms):
-        yield from drop_keys(ctx, sid)
+        yield from delete(ctx, sid, sticky=True)
         return Found("expired", None, "idle timeout passed")
     if validity is None or validity.this_accessed < entry.stamp:
         # node down or restarted, or an async write was dropped: memory holds the truth
@@ -228,7 +227,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     """Write what the request changed (see the module docstring). `entry` is the cached copy
     under the session's id, if any; without one the save writes the record."""
     for old in session.retired:
-        yield from drop_keys(ctx, old)
+        yield from delete(ctx, old, sticky=True)
     session.retired.clear()
     if session.is_new and not session.modified:
         return Stored(Saved("skipped"), None)
@@ -271,7 +270,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
             yield Set(backup, keys.backup_validity, encoded, _vttl(ctx, session), noreply=True)
         for stale in (replaces, None if was_new else sid):
             if stale is not None and stale != session.sid:
-                yield from drop_keys(ctx, stale, moved=True)
+                yield from delete(ctx, stale, moved=True, sticky=True)
         kept = Entry(session.sid, session.data, new_record, session.this_accessed, stamp)
     elif status == "kept":
         ctx.events.append(f"no cache node took {sid}: kept in memory, written when one is back")
@@ -372,29 +371,3 @@ def _write(
             session.relocate(target)
         return "stored", candidate, ""
     return "kept", None, "no cache node could store the session"
-
-
-def drop_keys(ctx: Context, sid: SessionId, moved: bool = False) -> Flow[None]:
-    """Delete a session's record (waiting) and leave a tombstone validity, so a process that
-    still holds it in memory learns the id is over (see TOMBSTONE); delete its backup copies.
-
-    An id that ends (logout, rotation, expiry) also gets the logout tombstone on its node and
-    the nodes a load searches (writes.drop_backups), so no failover brings it back from a
-    backup copy. An id the session `moved` away from (takeover, failover-node move, relocation)
-    does not: takeovers and moves keep the id's base, so the same id can come back (app1 takes
-    over `S-n1.app2` as `S-n2.app1`, app2 takes it back as `S-n1.app2`), and a tombstone would
-    end it then; a rewrite replaces the tombstone validity."""
-    node = ctx.node_of(sid)
-    if node is None:
-        return
-    keys = ctx.keys(sid)
-    gone: Any = None
-    if ctx.up(node):
-        if not moved:
-            yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
-        gone = yield Delete(node, keys.record, noreply=False)
-        ttl = ctx.validity_ttl(ctx.max_inactive)
-        yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
-    if gone is None or _failed(gone):
-        owe(ctx, node, sid, ended=not moved)  # made once the node is back (owed.py)
-    yield from drop_backups(ctx, node, sid, moved=moved, tomb=not moved)

@@ -13,7 +13,7 @@ from .context import Context, Flow, _ms
 from .ids import SessionId
 from .ops import Add, Cas, Delete, Op, Replace, Set, _failed
 from .owed import missed_by, owe
-from .records import Record, Validity
+from .records import TOMBSTONE, Record, Validity
 from .session import Session
 
 
@@ -250,31 +250,47 @@ def _conflict(
     return Saved("stored", "merged", raw), op.node
 
 
-def delete(ctx: Context, sid: SessionId, moved: bool = False) -> Flow[None]:
-    """Delete every copy: the record (waiting, so the next request cannot read it), validity,
-    and the backup keys on every node a load would look at.
+def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = False) -> Flow[None]:
+    """Delete every copy of `sid`: on its node the record (`drop_record`), and the backup
+    copies on every node a load would look at (`drop_backups`).
 
-    A tombstone goes first on each of those nodes: a load that finds no record checks them
-    before it uses a backup copy (flows.load), so an in-flight request cannot refill or re-home
-    the session from a backup copy (or from a backup written after this delete). It lives as
-    long as a record could.
+    A logout tombstone goes first on each of those nodes: a load that finds no record checks
+    them before it uses a backup copy (flows.load), so an in-flight request cannot refill or
+    re-home the session from a backup copy (or from a backup written after this delete). It
+    lives as long as a record could. Sticky mode leaves it off for an id the session `moved`
+    away from (takeover, failover-node move, relocation): those keep the id's base, so the
+    same id can come back (app1 takes over `S-n1.app2` as `S-n2.app1`, app2 takes it back as
+    `S-n1.app2`), and a tombstone would end it then.
 
-    A primary that cannot be reached is owed the delete (owed.py): made once it is back, in
-    full for an id that ended, and only for a copy older than now if the session `moved`
-    (a relocation: the id keeps its base, so the session may come back to it)."""
+    A node that cannot be reached is owed the delete (owed.py): made once it is back, in full
+    for an id that ended, and only for a copy older than now if the session `moved` (the id
+    keeps its base, so the session may come back to it)."""
     primary = ctx.node_of(sid)
     if primary is None:
         return
-    keys = ctx.keys(sid)
-    tomb_ttl = ctx.record_ttl(ctx.max_inactive)
-    gone: Any = None
-    if ctx.up(primary):
-        yield Set(primary, keys.tomb, b"1", tomb_ttl)
-        gone = yield Delete(primary, keys.record, noreply=False)
-        yield Delete(primary, keys.validity)
+    tomb = not (sticky and moved)
+    gone = (yield from drop_record(ctx, primary, sid, tomb, sticky)) if ctx.up(primary) else None
     if gone is None or _failed(gone):
         owe(ctx, primary, sid, ended=not moved)
-    yield from drop_backups(ctx, primary, sid, moved=moved)
+    yield from drop_backups(ctx, primary, sid, moved=moved, tomb=tomb)
+
+
+def drop_record(ctx: Context, node: str, sid: SessionId, tomb: bool, sticky: bool) -> Flow[Any]:
+    """On `node`: the logout tombstone if `tomb`, the record, and its validity; in sticky mode
+    the validity becomes the tombstone validity instead, from which a process holding the
+    session in memory learns that the id is over. Only the record's delete is waited for, so
+    the next request cannot read it; its answer is returned. The tombstone needs no answer: it
+    goes first on the same connection, so the node has it before it deletes the record."""
+    keys = ctx.keys(sid)
+    if tomb:
+        yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+    gone = yield Delete(node, keys.record, noreply=False)
+    if sticky:
+        ttl = ctx.validity_ttl(ctx.max_inactive)
+        yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
+    else:
+        yield Delete(node, keys.validity)
+    return gone
 
 
 def drop_backups(
@@ -282,7 +298,7 @@ def drop_backups(
 ) -> Flow[None]:
     """Delete the backup keys on every node a load would search for a copy (also when the
     primary is down: those nodes must not hand the session back once it is), each after a
-    tombstone unless `tomb` is False (sticky mode's moved ids: core/sticky.py, drop_keys).
+    tombstone unless `tomb` is False (see `delete`).
     A node that cannot be reached may keep an old copy: it is owed the delete (owed.py; for an
     id the session `moved` from, of a copy older than now)."""
     missed = missed_by(ctx, primary)  # (before the deletes: a node they find down owes itself)
