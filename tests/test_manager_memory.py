@@ -271,6 +271,28 @@ def test_a_timeout_on_the_primary_write_relocates(clock: Clock) -> None:
     assert manager.load(session.id)["a"] == 2
 
 
+def test_a_relocation_leaves_no_tombstone_for_the_id_the_session_may_come_back_to(
+    clock: Clock,
+) -> None:
+    """`S-n1` relocates to `S-n2` when n1 times out, then back to `S-n1` when n2 does (ids
+    keep their base). When n1 dies, n2's backup copy of `S-n1` is served: the first move
+    left no logout tombstone for `S-n1` that would end the session."""
+    manager, stores = cluster(clock)
+    sid = _on(manager, "n1", v=1)
+    current = sid
+    for v, node in ((2, "n1"), (3, "n2")):
+        clock.now += 5
+        session = manager.load(current)
+        session["v"] = v
+        stores[node].fail_next(1, StoreTimeout("slow", node))
+        assert manager.save(session).status == "stored"
+        current = session.id
+    assert current == sid
+    assert not [k for s in stores.values() for k in s.items if k.startswith("tomb:")]
+    stores["n1"].down = True
+    assert dict(manager.load(sid)) == {"v": 3}
+
+
 def test_attribute_filter_stores_only_matching_names(clock: Clock) -> None:
     manager, _ = cluster(clock, session_attribute_filter=r"user|cart")
     session = manager.open(None)

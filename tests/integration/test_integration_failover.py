@@ -122,14 +122,24 @@ def test_killing_the_backup_node_moves_the_backup_to_the_next_live_node(
 Cluster = tuple[list[ServerProcess], list[PartitionProxy]]
 
 
-@pytest.fixture
-def partitionable(memcached_nodes: Nodes) -> Iterator[Cluster]:
-    """Three nodes, each reached through a proxy a test can cut off and heal (support/partition)."""
-    servers = memcached_nodes(3)
+def _behind_proxies(memcached_nodes: Nodes, count: int) -> Iterator[Cluster]:
+    servers = memcached_nodes(count)
     proxies = [PartitionProxy(server.port) for server in servers]
     yield servers, proxies
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture
+def partitionable(memcached_nodes: Nodes) -> Iterator[Cluster]:
+    """Three nodes, each reached through a proxy a test can cut off and heal (support/partition)."""
+    yield from _behind_proxies(memcached_nodes, 3)
+
+
+@pytest.fixture
+def partitionable_pair(memcached_nodes: Nodes) -> Iterator[Cluster]:
+    """Two such nodes."""
+    yield from _behind_proxies(memcached_nodes, 2)
 
 
 def through(cluster: Cluster, **settings: Any) -> SessionManager:
@@ -236,6 +246,47 @@ def test_the_id_a_session_moved_from_stops_loading_once_its_node_is_back(
     replayed = through(partitionable).load(old)
     assert replayed.is_new and dict(replayed) == {}
     assert through(partitionable).load(moved.id)["user"] == "bob"
+
+
+def test_a_session_that_moves_back_to_its_first_id_survives_the_next_failover(
+    partitionable_pair: Cluster,
+) -> None:
+    """Ids keep their base when a session moves, so it can come back to an id it left: `S-n1`
+    relocated to `S-n2` when n1 failed during a write, and back to `S-n1` when n2 did. The
+    first move must leave no logout tombstone for `S-n1`: when n1 then dies, the load finds
+    the backup copy on n2, and a tombstone there would end the session (it did before)."""
+    servers, proxies = pair = partitionable_pair
+    app = through(pair, node_dead_timeout=0.3)
+    first = new_session(app, n=1)
+    names = [s.name for s in servers]
+    a = names.index(SessionId.parse(first).node)
+    b = 1 - a
+
+    def write_while_cut(sid: str, n: int, cut: int) -> str:
+        """A write whose node is cut off between the load and the save: relocated."""
+        session = app.load(sid)
+        assert session["n"] == n - 1
+        session["n"] = n
+        proxies[cut].cut()
+        assert app.save(session).status == "stored"
+        app.release(session)
+        proxies[cut].heal()
+        time.sleep(app.config.node_dead_timeout + 0.1)  # the app may try the node again
+        return session.id
+
+    moved = write_while_cut(first, 2, cut=a)
+    assert SessionId.parse(moved).node == names[b]
+    back = write_while_cut(moved, 3, cut=b)
+    assert back == first  # the same id again
+    session = app.load(back)
+    session["n"] = 4  # the copy goes to the other node, which is back
+    assert app.save(session).status == "stored"
+    app.release(session)
+    backup = Keys.of("", SessionId.parse(back)).backup
+    assert eventually(lambda: raw(servers[b]).get(backup) is not None)
+    servers[a].kill()
+    session = through(pair).load(back)  # another process, too: it saw no failure
+    assert session["n"] == 4 and session.sid.node == names[b]
 
 
 def test_a_returning_node_is_refilled_as_sessions_are_used(memcached_nodes: Nodes) -> None:

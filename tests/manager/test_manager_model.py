@@ -1,7 +1,7 @@
 """A model-based test of the non-sticky manager: hypothesis drives random sequences of requests
-(create, read, write, logout, replayed and forged cookies, the idle timeout passing) against
-three memory nodes while nodes are cut off and healed, one at a time, and at most one node is
-lost for good. After every request the client sees exactly what it last wrote (invariants 1 and
+(create, read, write, a write whose node times out, logout, replayed and forged cookies, the idle
+timeout passing) against three memory nodes while nodes are cut off and healed, one at a time,
+and at most one node is lost for good. After every request the client sees exactly what it last wrote (invariants 1 and
 5), a logged-out or expired id never loads again (invariant 6) and an id the store does not hold
 is never adopted (invariant 7).
 It runs through SessionManager and through AsyncSessionManager (the async driver) in the default
@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 
 from pymsm import AsyncSessionManager, SessionManager
 from pymsm.core.session import Session
+from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.models import SETTINGS, OnOneLoop, SeededMachine
@@ -122,6 +123,23 @@ class Cluster(SeededMachine):
         self._check(sid, session)
         session["v"] = value
         assert self._save(app, session) == "stored"
+        return self._follow(sid, session, {"v": value})
+
+    @rule(target=ids, sid=consumes(ids), app=st.integers(0, 1), value=st.integers())
+    def write_as_its_node_times_out(self, sid: str, app: int, value: int) -> str:
+        """The session's node times out on the record's write: the save moves the session to
+        another node under a new id (relocation; the id keeps its base, so a later relocation
+        can bring it back to this one)."""
+        self._tick()
+        session = self._load(app, sid)
+        self._check(sid, session)
+        session["v"] = value
+        node = session.sid.node
+        reachable = node not in (self.cut, self.lost)  # (else the save relocates anyway)
+        if reachable:
+            self.stores[node].fail_next(1, StoreTimeout(f"{node}: injected timeout", node))
+        assert self._save(app, session) == "stored"
+        assert not reachable or session.sid.node != node, "the timed-out write was the record's"
         return self._follow(sid, session, {"v": value})
 
     @rule(target=ended, sid=consumes(ids), app=st.integers(0, 1))

@@ -206,7 +206,7 @@ def _rehome(
         # cannot write the new home: serve what we read, keep the old id (nothing is lost)
         return loaded
     for holder in holders:
-        yield from drop_backup(ctx, holder, sid, moved=True, tomb=False)
+        yield from drop_backup(ctx, holder, sid, moved=True)
     # the old id's copies on nodes that cannot be reached go once they are back (owed.py)
     owe(ctx, primary, sid, ended=False)
     for other in missed:

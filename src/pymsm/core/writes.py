@@ -257,10 +257,12 @@ def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = Fal
     A logout tombstone goes first on each of those nodes: a load that finds no record checks
     them before it uses a backup copy (flows.load), so an in-flight request cannot refill or
     re-home the session from a backup copy (or from a backup written after this delete). It
-    lives as long as a record could. Sticky mode leaves it off for an id the session `moved`
-    away from (takeover, failover-node move, relocation): those keep the id's base, so the
-    same id can come back (app1 takes over `S-n1.app2` as `S-n2.app1`, app2 takes it back as
-    `S-n1.app2`), and a tombstone would end it then.
+    lives as long as a record could. An id the session only `moved` away from (relocation,
+    re-home; in sticky mode also takeover and failover-node move) gets none, in both modes:
+    ids keep their base when they move, so the same id can come back (`S-n1` relocated to
+    `S-n2`, then back to `S-n1` when n2 fails in turn; app1 takes over `S-n1.app2` as
+    `S-n2.app1` and app2 takes it back), and a tombstone left by the first move would end the
+    session at its next failover.
 
     A node that cannot be reached is owed the delete (owed.py): made once it is back, in full
     for an id that ended, and only for a copy older than now if the session `moved` (the id
@@ -268,21 +270,20 @@ def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = Fal
     primary = ctx.node_of(sid)
     if primary is None:
         return
-    tomb = not (sticky and moved)
-    gone = (yield from drop_record(ctx, primary, sid, tomb, sticky)) if ctx.up(primary) else None
+    gone = (yield from drop_record(ctx, primary, sid, moved, sticky)) if ctx.up(primary) else None
     if gone is None or _failed(gone):
         owe(ctx, primary, sid, ended=not moved)
-    yield from drop_backups(ctx, primary, sid, moved=moved, tomb=tomb)
+    yield from drop_backups(ctx, primary, sid, moved)
 
 
-def drop_record(ctx: Context, node: str, sid: SessionId, tomb: bool, sticky: bool) -> Flow[Any]:
-    """On `node`: the logout tombstone if `tomb`, the record, and its validity; in sticky mode
-    the validity becomes the tombstone validity instead, from which a process holding the
-    session in memory learns that the id is over. Only the record's delete is waited for, so
+def drop_record(ctx: Context, node: str, sid: SessionId, moved: bool, sticky: bool) -> Flow[Any]:
+    """On `node`: the logout tombstone unless the session only `moved`, the record, and its
+    validity; in sticky mode the validity becomes the tombstone validity instead, from which a
+    process holding the session in memory learns that the id is over. Only the record's delete is waited for, so
     the next request cannot read it; its answer is returned. The tombstone needs no answer: it
     goes first on the same connection, so the node has it before it deletes the record."""
     keys = ctx.keys(sid)
-    if tomb:
+    if not moved:
         yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
     gone = yield Delete(node, keys.record, noreply=False)
     if sticky:
@@ -293,25 +294,24 @@ def drop_record(ctx: Context, node: str, sid: SessionId, tomb: bool, sticky: boo
     return gone
 
 
-def drop_backups(
-    ctx: Context, primary: str, sid: SessionId, moved: bool = False, tomb: bool = True
-) -> Flow[None]:
+def drop_backups(ctx: Context, primary: str, sid: SessionId, moved: bool = False) -> Flow[None]:
     """Delete the backup keys on every node a load would search for a copy (also when the
     primary is down: those nodes must not hand the session back once it is), each after a
-    tombstone unless `tomb` is False (see `delete`).
+    tombstone unless the session only `moved` (see `delete`).
     A node that cannot be reached may keep an old copy: it is owed the delete (owed.py; for an
     id the session `moved` from, of a copy older than now)."""
     missed = missed_by(ctx, primary)  # (before the deletes: a node they find down owes itself)
     for node in ctx.window(primary):
-        yield from drop_backup(ctx, node, sid, moved, tomb)
+        yield from drop_backup(ctx, node, sid, moved)
     for node in missed:
         owe(ctx, node, sid, ended=not moved, backup=True)
 
 
-def drop_backup(ctx: Context, node: str, sid: SessionId, moved: bool, tomb: bool) -> Flow[None]:
-    """Delete `sid`'s backup copy on `node` (after a tombstone if `tomb`); owe it if refused."""
+def drop_backup(ctx: Context, node: str, sid: SessionId, moved: bool) -> Flow[None]:
+    """Delete `sid`'s backup copy on `node` (after a tombstone unless the session only
+    `moved`); owe it if refused."""
     keys = ctx.keys(sid)
-    if tomb:
+    if not moved:
         yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
     gone = yield Delete(node, keys.backup)
     yield Delete(node, keys.backup_validity)
