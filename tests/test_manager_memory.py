@@ -11,6 +11,7 @@ import pytest
 from pymsm import SessionManager
 from pymsm.core import flows
 from pymsm.core.flows import Keys
+from pymsm.core.records import moved_at
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
@@ -271,12 +272,13 @@ def test_a_timeout_on_the_primary_write_relocates(clock: Clock) -> None:
     assert manager.load(session.id)["a"] == 2
 
 
-def test_a_relocation_leaves_no_tombstone_for_the_id_the_session_may_come_back_to(
+def test_a_session_that_moves_back_to_an_id_it_left_survives_the_next_failover(
     clock: Clock,
 ) -> None:
     """`S-n1` relocates to `S-n2` when n1 times out, then back to `S-n1` when n2 does (ids
     keep their base). When n1 dies, n2's backup copy of `S-n1` is served: the first move
-    left no logout tombstone for `S-n1` that would end the session."""
+    left only a move's tombstone for `S-n1`, which sets aside the copies written before it,
+    not a logout's, which would end the session."""
     manager, stores = cluster(clock)
     sid = _on(manager, "n1", v=1)
     current = sid
@@ -288,9 +290,40 @@ def test_a_relocation_leaves_no_tombstone_for_the_id_the_session_may_come_back_t
         assert manager.save(session).status == "stored"
         current = session.id
     assert current == sid
-    assert not [k for s in stores.values() for k in s.items if k.startswith("tomb:")]
+    tombs = [v for s in stores.values() for k, (v, _) in s.items.items() if k.startswith("tomb:")]
+    assert tombs and all(moved_at(v) is not None for v in tombs)
     stores["n1"].down = True
     assert dict(manager.load(sid)) == {"v": 3}
+
+
+def test_the_id_a_relocation_left_is_not_refilled_from_a_copy_older_than_the_move(
+    clock: Clock,
+) -> None:
+    """n1, which holds the backup copy of `S-n3`, is cut off when n3 times out on a write: the
+    session relocates to n2, and the copy on n1 cannot be deleted (it is owed). Once n1 is
+    back, a request with the old cookie to another process finds no record on n3 and that
+    copy on n1: it must not refill `S-n3` from it (the session lives under a new id now)."""
+    manager, stores = cluster(clock, count=3)
+    sid = _on(manager, "n3", v=1)
+    assert Keys.of("", manager.parse_id(sid)).backup in stores["n1"].items  # type: ignore[arg-type]
+    clock.now += 1
+    stores["n1"].down = True
+    session = manager.load(sid)
+    session["v"] = 2
+    stores["n3"].fail_next(1, StoreTimeout("slow", "n3"))
+    assert manager.save(session).status == "stored"
+    assert session.sid.node == "n2"
+    stores["n1"].down = False
+    clock.now += 30
+    other = SessionManager(
+        memcached_nodes="n1:127.0.0.1:1,n2:127.0.0.1:2,n3:127.0.0.1:3",
+        stores=stores,  # type: ignore[arg-type]
+        clock=clock,
+        max_inactive_interval=600,
+    )
+    replayed = other.load(sid)
+    assert replayed.is_new and dict(replayed) == {}
+    assert manager.load(session.id)["v"] == 2
 
 
 def test_attribute_filter_stores_only_matching_names(clock: Clock) -> None:

@@ -67,9 +67,9 @@ def record_key(cookie: str) -> str:
 def test_the_id_a_session_moved_from_stops_loading_once_its_node_is_back(clock: Clock) -> None:
     spec, stores = nodes(clock, 3)
     a = app(clock, spec, stores)
-    old, home, neighbour = ann_and_a_neighbour(
-        a
-    )  # a session that makes a later request touch the node
+    # (the neighbour: a session that makes a later request touch the node)
+    old, home, neighbour = ann_and_a_neighbour(a)
+    clock.now += 1  # later: copies written before a move are told by their time
     stores[home].down = True  # cut off: it keeps its data
     moved, new = request(a, old, lambda s: s["user"])
     assert new != old and moved.load_status == "relocated"
@@ -209,6 +209,7 @@ def test_the_async_manager_pays_its_debts_when_a_request_ends(clock: Clock) -> N
         await a.release(session)
         return session
 
+    clock.now += 1
     stores[home].down = True
     assert asyncio.run(serve(old)).load_status == "relocated"
     stores[home].down = False

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from .codecs import Codec
 from .ids import SessionId
 from .nodes import Health, NodeList
-from .ops import Op
+from .ops import Op, Set
 from .owed import Owed
-from .records import RecordFormat
+from .records import ENDED, RecordFormat, moved_mark
 
 T = TypeVar("T")
 Flow = Generator[Op, Any, T]
@@ -47,7 +47,8 @@ class Keys:
 
     @property
     def tomb(self) -> str:
-        """Written on delete, on every node that held a copy: no load may bring the id back."""
+        """Written on delete, on every node that held a copy: no load may bring the id back
+        (`Context.tombstone`)."""
         return "tomb:" + self.record
 
 
@@ -78,6 +79,15 @@ class Context:
 
     def keys(self, sid: SessionId) -> Keys:
         return Keys.of(self.prefix, sid)
+
+    def tombstone(self, node: str, sid: SessionId, moved: bool = False) -> Set:
+        """The tombstone of `sid` on `node`, not waited for: the id ended, or, if the session
+        only `moved` away from it, the time of the move: the session may come back to the id
+        (ids keep their base), and only the copies written until now are its past
+        (records.moved_at)."""
+        value = moved_mark(self.now_ms) if moved else ENDED
+        ttl = self.record_ttl(self.max_inactive)
+        return Set(node, self.keys(sid).tomb, value, ttl, noreply=True)
 
     def node_of(self, sid: SessionId) -> str | None:
         if not self.nodes.has_ids:

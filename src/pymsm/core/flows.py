@@ -18,7 +18,7 @@ from .context import TTL_SLACK, Context, Flow, Keys, T, _run
 from .ids import SessionId
 from .ops import Get, Gets, Set, _failed
 from .owed import missed_by, owe
-from .records import Record, Validity
+from .records import Record, Validity, moved_at
 from .session import Session
 from .writes import (
     Saved,
@@ -97,34 +97,55 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
         errors.append(f"{primary} is down")
     # every node a backup may be on, not just the first that has one: a node that was
     # unreachable for a while missed the writes (and the logout) made meanwhile, and comes
-    # back holding an old copy; the newest copy wins, and a tombstone on any node ends it
+    # back holding an old copy; the newest copy wins, and a tombstone on any node ends it (a
+    # move's tombstone: the copies written before the move)
     copies: list[tuple[str, bytes, Loaded]] = []
+    left = 0  # when the session last moved away from this id, as far as these nodes know
     for node in ctx.window(primary):
         found = yield from _run(Get(node, (keys.backup, keys.backup_validity, keys.tomb)))
         if _failed(found):
             errors.append(f"{node}: {found}")
             continue
         if keys.tomb in found:
-            return Loaded("missing", reason="invalidated")
+            at = moved_at(found[keys.tomb])
+            if at is None:
+                return Loaded("missing", reason="invalidated")
+            left = max(left, at)
         if keys.backup in found:
             raw = found[keys.backup]
             copies.append((node, raw, _open(ctx, sid, raw, found.get(keys.backup_validity))))
+    copies = [copy for copy in copies if not _before(copy[2], left)]
     if not copies:
-        return _nothing(errors)
+        return _nothing(errors) if errors or not left else _moved_away()
     node, raw, loaded = _newest(copies)
     if loaded.status != "found":
         return loaded
     if primary_reachable:
         # the primary answered without the record: it restarted, or a logout deleted the
-        # session; its tombstone tells, also when the backup nodes missed the logout (were down)
+        # session, or it moved away; its tombstone tells, also when the backup nodes missed
+        # the logout or the move (were down)
         tomb = yield from _run(Get(primary, (keys.tomb,)))
         if _failed(tomb):
             return _nothing([f"{primary}: {tomb}"])  # refill nothing we cannot check
         if keys.tomb in tomb:
-            return Loaded("missing", reason="invalidated")
+            at = moved_at(tomb[keys.tomb])
+            if at is None:
+                return Loaded("missing", reason="invalidated")
+            if _before(loaded, at):
+                return _moved_away()
         yield from _refill(ctx, sid, primary, raw, loaded)
         return loaded
     return (yield from _rehome(ctx, sid, node, loaded, [n for n, _, _ in copies]))
+
+
+def _before(loaded: Loaded, moved: int) -> bool:
+    """Was this copy written before the session moved away from its id (ms)? One written in
+    the move's millisecond is kept: a tie keeps data."""
+    return loaded.record is not None and loaded.record.written < moved
+
+
+def _moved_away() -> Loaded:
+    return Loaded("missing", reason="the session moved to another id")
 
 
 def _newest(copies: list[tuple[str, bytes, Loaded]]) -> tuple[str, bytes, Loaded]:

@@ -146,7 +146,7 @@ def _settle_one(ctx: Context, node: str, debt: Debt) -> Flow[bool]:
     keys = ctx.keys(debt.sid)
     key = keys.backup if debt.backup else keys.record
     if debt.ended:
-        yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+        yield ctx.tombstone(node, debt.sid)
         gone = yield Delete(node, key, noreply=False)
         if _failed(gone):
             return False
@@ -158,7 +158,7 @@ def _settle_one(ctx: Context, node: str, debt: Debt) -> Flow[bool]:
         if raw is None:
             return True  # the node came back empty, or another process deleted it
         written = written_at(raw)
-        if written is None or written > debt.at:
+        if written is None or written >= debt.at:
             return True  # the session came back to this id since: that copy is the live one
         gone = yield DeleteIf(node, key, raw)
         if _failed(gone):

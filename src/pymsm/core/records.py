@@ -75,6 +75,25 @@ class Validity(NamedTuple):
 TOMBSTONE = Validity(1, 0, 0)
 
 
+# The value of a tombstone key (`Keys.tomb`). An id that ended (logout, rotation, expiry): never
+# a session again. An id a session moved away from (relocation, re-home, takeover) under an id
+# that keeps its base, so the session may come back to it: the time of the move, and only
+# copies written until then are the session's past (`moved_at`).
+ENDED = b"1"
+
+
+def moved_mark(at_ms: int) -> bytes:
+    return b"m%d" % at_ms
+
+
+def moved_at(value: bytes) -> int | None:
+    """When the session moved away from the id (ms) if `value` is a move's tombstone; None if
+    the id ended (anything that is not a move's mark reads as ended)."""
+    if value[:1] == b"m" and value[1:].isdigit():
+        return int(value[1:])
+    return None
+
+
 def written_at(data: bytes) -> int | None:
     """When a stored record was written (ms), read from its header alone; None if `data` is not
     a record of this layout. Unverified: for deciding whether a copy predates a move."""

@@ -39,7 +39,7 @@ from .flows import Loaded
 from .flows import load as store_load
 from .ids import SessionId
 from .ops import Add, Get, Op, Replace, Set, _failed
-from .records import TOMBSTONE, Record, Validity
+from .records import TOMBSTONE, Record, Validity, moved_at
 from .session import Session
 from .writes import Saved, _payload, _quiet_home, _write_backup, delete
 
@@ -130,9 +130,11 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
         # the home node is down, or answered without the validity (it restarted empty):
         # another process may have written or ended the session since this one cached it,
         # and only the backup copies (written with every record) can tell
-        seen = yield from _backup_stamp(ctx, sid)
+        seen = yield from _backup_stamp(ctx, sid, entry.stamp)
         if seen == "ended":
             return Found("invalidated", None, "deleted by another process (logout)")
+        if seen == "moved":
+            return Found("missing", None, "moved to another id by another process")
         if isinstance(seen, int) and seen > entry.stamp:
             return (yield from _from_store(ctx, sid))  # newer elsewhere: the backup's copy
     if validity == TOMBSTONE:
@@ -148,9 +150,11 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
     return Found("local", _prefer_primary(ctx, entry))
 
 
-def _backup_stamp(ctx: Context, sid: SessionId) -> Flow[int | str | None]:
+def _backup_stamp(ctx: Context, sid: SessionId, mine: int) -> Flow[int | str | None]:
     """The newest stamp of `sid`'s backup copies on the nodes a load searches, "ended" if one
-    of them holds its logout tombstone, None if none answers with either."""
+    of them holds its logout tombstone, "moved" if one holds the tombstone of a move made
+    since `mine` (the stamp of the local copy: another process moved the session away from
+    this id), None if none answers with any of these."""
     node = ctx.node_of(sid)
     if node is None:
         return None
@@ -161,7 +165,11 @@ def _backup_stamp(ctx: Context, sid: SessionId) -> Flow[int | str | None]:
         if _failed(found):
             continue
         if keys.tomb in found:
-            return "ended"
+            at = moved_at(found[keys.tomb])
+            if at is None:
+                return "ended"
+            if at > mine:
+                return "moved"
         with contextlib.suppress(RecordError):
             if keys.backup_validity in found:
                 stamp = Validity.decode(found[keys.backup_validity]).this_accessed

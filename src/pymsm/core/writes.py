@@ -254,15 +254,15 @@ def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = Fal
     """Delete every copy of `sid`: on its node the record (`drop_record`), and the backup
     copies on every node a load would look at (`drop_backups`).
 
-    A logout tombstone goes first on each of those nodes: a load that finds no record checks
-    them before it uses a backup copy (flows.load), so an in-flight request cannot refill or
+    A tombstone goes first on each of those nodes: a load that finds no record checks them
+    before it uses a backup copy (flows.load), so an in-flight request cannot refill or
     re-home the session from a backup copy (or from a backup written after this delete). It
-    lives as long as a record could. An id the session only `moved` away from (relocation,
-    re-home; in sticky mode also takeover and failover-node move) gets none, in both modes:
-    ids keep their base when they move, so the same id can come back (`S-n1` relocated to
-    `S-n2`, then back to `S-n1` when n2 fails in turn; app1 takes over `S-n1.app2` as
-    `S-n2.app1` and app2 takes it back), and a tombstone left by the first move would end the
-    session at its next failover.
+    lives as long as a record could. For an id the session only `moved` away from
+    (relocation, re-home; in sticky mode also takeover and failover-node move) it holds the
+    time of the move instead of ending the id (`Context.tombstone`): ids keep their base when
+    they move, so the same id can come back (`S-n1` relocated to `S-n2`, then back to `S-n1`
+    when n2 fails in turn; app1 takes over `S-n1.app2` as `S-n2.app1` and app2 takes it back),
+    and only the copies written before the move are its past.
 
     A node that cannot be reached is owed the delete (owed.py): made once it is back, in full
     for an id that ended, and only for a copy older than now if the session `moved` (the id
@@ -277,14 +277,13 @@ def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = Fal
 
 
 def drop_record(ctx: Context, node: str, sid: SessionId, moved: bool, sticky: bool) -> Flow[Any]:
-    """On `node`: the logout tombstone unless the session only `moved`, the record, and its
+    """On `node`: the tombstone (of a move if the session only `moved`), the record, and its
     validity; in sticky mode the validity becomes the tombstone validity instead, from which a
     process holding the session in memory learns that the id is over. Only the record's delete is waited for, so
     the next request cannot read it; its answer is returned. The tombstone needs no answer: it
     goes first on the same connection, so the node has it before it deletes the record."""
     keys = ctx.keys(sid)
-    if not moved:
-        yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+    yield ctx.tombstone(node, sid, moved)
     gone = yield Delete(node, keys.record, noreply=False)
     if sticky:
         ttl = ctx.validity_ttl(ctx.max_inactive)
@@ -297,7 +296,7 @@ def drop_record(ctx: Context, node: str, sid: SessionId, moved: bool, sticky: bo
 def drop_backups(ctx: Context, primary: str, sid: SessionId, moved: bool = False) -> Flow[None]:
     """Delete the backup keys on every node a load would search for a copy (also when the
     primary is down: those nodes must not hand the session back once it is), each after a
-    tombstone unless the session only `moved` (see `delete`).
+    tombstone (see `delete`).
     A node that cannot be reached may keep an old copy: it is owed the delete (owed.py; for an
     id the session `moved` from, of a copy older than now)."""
     missed = missed_by(ctx, primary)  # (before the deletes: a node they find down owes itself)
@@ -308,11 +307,10 @@ def drop_backups(ctx: Context, primary: str, sid: SessionId, moved: bool = False
 
 
 def drop_backup(ctx: Context, node: str, sid: SessionId, moved: bool) -> Flow[None]:
-    """Delete `sid`'s backup copy on `node` (after a tombstone unless the session only
-    `moved`); owe it if refused."""
+    """Delete `sid`'s backup copy on `node`, after its tombstone (see `delete`); owe it if
+    refused."""
     keys = ctx.keys(sid)
-    if not moved:
-        yield Set(node, keys.tomb, b"1", ctx.record_ttl(ctx.max_inactive), noreply=True)
+    yield ctx.tombstone(node, sid, moved)
     gone = yield Delete(node, keys.backup)
     yield Delete(node, keys.backup_validity)
     if _failed(gone):
