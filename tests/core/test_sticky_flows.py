@@ -350,3 +350,30 @@ def test_settled_answers_exactly_what_the_save_flow_would(
             assert entry is not None and copy is not None
             assert entry.last_accessed == copy.last_accessed == session.this_accessed
     assert shortcut == ({"unchanged"} if later == 3 else set())
+
+
+@pytest.mark.parametrize("end", ["logout", "login"])
+def test_a_takeover_and_a_login_or_logout_in_one_request_end_the_id_it_took_over(
+    stores: dict[str, MemoryStore], clock: Clock, end: str
+) -> None:
+    """app1 takes over app2's session and, in the same request, rotates its id (login) or
+    logs it out: the id app2 gave it ends as well. Before, the takeover's pending delete of
+    that id was forgotten with the id it was pending on, and the old cookie still loaded the
+    session (in app2, from memory, or from the store)."""
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    _, first = request(app2, None, put("user", "ann"))
+    assert first is not None and first.endswith(".app2")
+    clock.now += 1
+
+    def finish(session: Session) -> None:
+        assert session["user"] == "ann" and session.id.endswith(".app1")  # taken over
+        if end == "login":
+            session.rotate_id()
+        else:
+            session.invalidate()
+
+    request(app1, first, finish)
+    clock.now += 1
+    for process in (app2, app("app2", stores, clock), app("app1", stores, clock)):
+        replayed, _ = request(process, first, read)
+        assert replayed.is_new and dict(replayed) == {}

@@ -1,7 +1,7 @@
 """A model-based test of sticky mode on the crossed-over layout (tests/support/sticky_memory):
-hypothesis sends random requests of several clients to three app processes (two behind route
-app1, one behind app2; a load balancer may send any request anywhere, which makes takeovers),
-restarts processes (their memory is lost), and cuts one cache node off and heals it. After every
+hypothesis sends random requests (reads, writes, logins, logouts) of several clients to three
+app processes (two behind route app1, one behind app2; a load balancer may send any request
+anywhere, which makes takeovers), restarts processes (their memory is lost), and cuts one cache node off and heals it. After every
 request the client sees what it last wrote, whichever process serves it (invariants 2 and 5: no
 process serves a stale local copy); a logged-out or expired id never loads again (invariant 6);
 a forged id is never adopted (invariant 7).
@@ -46,6 +46,10 @@ class StickyCluster(SeededMachine):
         self.single: set[str] = set()
         self.exposed: set[str] = set()  # logged out while a node was cut off (see logout)
         self.forfeited: set[str] = set()  # owed deletes a process took with it (see restart)
+        self.rotated_out: list[str] = []  # ids a login replaced: ended, as after a logout
+        # ids the client held before a takeover or a move gave it another (a replayed or
+        # stolen cookie, a request that was in flight may still carry them)
+        self.left_behind: list[str] = []
 
     # the manager calls, overridden by the async twin below
     def _start(self, process: int) -> Any:
@@ -114,11 +118,35 @@ class StickyCluster(SeededMachine):
         data = self.expected.pop(cookie)
         _, new = self._serve(process, cookie, value, data)
         self.expected[new] = data if value is None else {"v": value}
+        if new != cookie:
+            self.left_behind.append(cookie)
         if value is not None or self.cut is not None:
             self._written(cookie, new)  # (a takeover or a move writes an unchanged session too)
         elif cookie in self.single:  # unchanged: as exposed as before, under its new id
             self.single.discard(cookie)
             self.single.add(new)
+        return new
+
+    @rule(target=cookies, cookie=consumes(cookies), process=PROCESSES, value=st.integers())
+    def log_in(self, cookie: str, process: int, value: int) -> str:
+        """A login: the id is rotated (against session fixation), the data kept and changed;
+        the old id ends as after a logout."""
+        self.clock.now += 0.002
+        session = self._load(process, cookie)
+        self._check(cookie, session, self.expected.pop(cookie), process)
+        loaded, stored = str(session.id), not session.is_new
+        if loaded != cookie:
+            self.left_behind.append(cookie)  # a takeover on this request
+        session.rotate_id()
+        session["v"] = value
+        self._save(process, session)
+        new = cookie_after(self.apps[process], session, cookie)
+        assert new is not None and new != loaded
+        self.expected[new] = {"v": value}
+        self._written(cookie, new)
+        if stored:
+            self._ended(loaded)
+            self.rotated_out.append(loaded)
         return new
 
     @rule(target=ended, cookie=consumes(cookies), process=PROCESSES)
@@ -128,15 +156,20 @@ class StickyCluster(SeededMachine):
         self._check(cookie, session, self.expected.pop(cookie), process)
         self.single.discard(cookie)
         ended = str(session.id)  # a takeover on this request gave it this process's route
+        if ended != cookie:
+            self.left_behind.append(cookie)
         session.invalidate()
         self._save(process, session)
+        self._ended(ended)
+        return ended
+
+    def _ended(self, sid: str) -> None:
         if self.cut is not None:
             # the cut-off node keeps its copy (the record, or the backup copy) and gets no
             # tombstone: the process owes it the delete, made once the node is back
             # (core/owed.py); until then, and for good if that process restarts first, the
             # copy can be served again (design.md, "A partition and the ids it leaves behind")
-            self.exposed.add(ended)
-        return ended
+            self.exposed.add(sid)
 
     def _owed(self, sid: str) -> bool:
         """Some process still owes a reachable node the delete of a copy of `sid`."""
@@ -150,6 +183,28 @@ class StickyCluster(SeededMachine):
 
     @rule(sid=ended, process=PROCESSES)
     def replay_a_logged_out_id(self, sid: str, process: int) -> None:
+        self._replay_ended(sid, process)
+
+    @precondition(lambda self: self.rotated_out)
+    @rule(process=PROCESSES, pick=st.integers(0))
+    def replay_an_id_a_login_replaced(self, process: int, pick: int) -> None:
+        self._replay_ended(self.rotated_out[pick % len(self.rotated_out)], process)
+
+    @precondition(lambda self: self.left_behind)
+    @rule(process=PROCESSES, pick=st.integers(0))
+    def replay_an_id_left_behind(self, process: int, pick: int) -> None:
+        """An id the session moved away from (a takeover, a move off a failover node or a
+        node that failed) never loads again, in any process, memory or not, once no live
+        process owes a reachable node a delete of it (invariants 5 and 6). The session may
+        have come back to it (ids keep their base): then it is the live session."""
+        sid = self.left_behind[pick % len(self.left_behind)]
+        if sid in self.expected or sid in self.forfeited or self._owed(sid):
+            return
+        self.clock.now += 0.002
+        session = self._load(process, sid)
+        assert session.is_new and dict(session) == {}, f"{sid} loaded {dict(session)} on {process}"
+
+    def _replay_ended(self, sid: str, process: int) -> None:
         if sid in self.exposed and (sid in self.forfeited or self._owed(sid)):
             return
         self.clock.now += 0.002

@@ -41,6 +41,7 @@ class Session(MutableMapping[str, Any]):
         "modified",
         "mutable_read",
         "record",
+        "replaces",
         "retired",
     )
 
@@ -70,6 +71,9 @@ class Session(MutableMapping[str, Any]):
         self.invalidated = False
         self.record: Record | None = None  # the stored record as loaded (None when new)
         self.retired: list[SessionId] = []  # ids whose keys the save deletes
+        # the id that still holds this session while its new one is not stored yet (a sticky
+        # takeover or move): deleted once the new id is stored, retired with it (below)
+        self.replaces: SessionId | None = None
         self.load_status = "new"
         self.cas_token: Any = None  # the record's CAS token as loaded (optimistic writes)
         self.lock: Any = None  # the manager's per-request lock state (pymsm.locks.Guard)
@@ -164,8 +168,7 @@ class Session(MutableMapping[str, Any]):
         """
         self._ensure()
         assert self._sid is not None
-        if not self.is_new:
-            self.retired.append(self._sid)
+        self._retire()
         self._sid = self._sid.rotated()
         self._data = {}
         self._changed.clear()
@@ -179,10 +182,20 @@ class Session(MutableMapping[str, Any]):
         """Give the session a new id, keeping its data (call on login against fixation)."""
         self._ensure()
         assert self._sid is not None
-        if not self.is_new:
-            self.retired.append(self._sid)
+        self._retire()
         self._sid = self._sid.rotated()
         self.modified = True
+
+    def _retire(self) -> None:
+        """The current id ends (logout, rotation), and so does the one it replaces: a
+        session taken over and rotated (or logged out) in one request must not stay loadable
+        under the id it had before."""
+        if not self.is_new:
+            assert self._sid is not None
+            self.retired.append(self._sid)
+        if self.replaces is not None:
+            self.retired.append(self.replaces)
+            self.replaces = None
 
     def relocate(self, sid: SessionId) -> None:
         """The flows moved the session (new node id or route); the old keys are gone already."""

@@ -215,6 +215,7 @@ def fill(ctx: Context, session: Session, entry: Entry, status: str) -> None:
         record=entry.record,
         status=status,
     )
+    session.replaces = entry.replaces
 
 
 # -- save -------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
     created = _ms(session.created)
     raw = ctx.format.encode(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
     new_record = Record(ctx.codec.id, created, ctx.now_ms, max_inactive, payload)
-    replaces = entry.replaces if entry is not None else None
+    replaces = session.replaces  # (cleared if a rotation or logout retired it)
     was_new = session.is_new
     status, home, reason = yield from _write(ctx, session, raw, node, force)
     if status == "stored" and home is not None:
