@@ -377,3 +377,24 @@ def test_a_takeover_and_a_login_or_logout_in_one_request_end_the_id_it_took_over
     for process in (app2, app("app2", stores, clock), app("app1", stores, clock)):
         replayed, _ = request(process, first, read)
         assert replayed.is_new and dict(replayed) == {}
+
+
+def test_a_process_does_not_serve_its_copy_of_an_id_another_process_moved_away_from(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """app1 takes over app2's session; then the old id's node goes down, so app2, which still
+    holds the session under the old id, cannot read its validity there (the tombstone
+    validity the takeover left). The move's tombstone on the other node tells it that its copy
+    is from before the move: it serves a new session, not its old copy."""
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    _, first = request(app2, None, put("user", "ann"))
+    assert first is not None and first.endswith("-n1.app2")
+    clock.now += 1
+    _, taken = request(app1, first, read)
+    assert taken is not None and taken.endswith("-n2.app1")
+    clock.now += 1
+    stores["n1"].down = True
+    replayed, _ = request(app2, first, read)
+    assert replayed.is_new and dict(replayed) == {}
+    session, _ = request(app1, taken, read)
+    assert session["user"] == "ann"
