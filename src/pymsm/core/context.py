@@ -83,7 +83,7 @@ class Context:
     def tombstone(self, node: str, sid: SessionId, moved: bool = False) -> Set:
         """The tombstone of `sid` on `node`, not waited for: the id ended, or, if the session
         only `moved` away from it, the time of the move: the session may come back to the id
-        (ids keep their base), and only the copies written until now are its past
+        (ids keep their base), and only the copies written before now are its past
         (records.moved_at)."""
         value = moved_mark(self.now_ms) if moved else ENDED
         ttl = self.record_ttl(self.max_inactive)

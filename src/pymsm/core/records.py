@@ -78,7 +78,7 @@ TOMBSTONE = Validity(1, 0, 0)
 # The value of a tombstone key (`Keys.tomb`). An id that ended (logout, rotation, expiry): never
 # a session again. An id a session moved away from (relocation, re-home, takeover) under an id
 # that keeps its base, so the session may come back to it: the time of the move, and only
-# copies written until then are the session's past (`moved_at`).
+# copies written before then are the session's past (`moved_at`).
 ENDED = b"1"
 
 

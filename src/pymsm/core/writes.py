@@ -279,9 +279,10 @@ def delete(ctx: Context, sid: SessionId, moved: bool = False, sticky: bool = Fal
 def drop_record(ctx: Context, node: str, sid: SessionId, moved: bool, sticky: bool) -> Flow[Any]:
     """On `node`: the tombstone (of a move if the session only `moved`), the record, and its
     validity; in sticky mode the validity becomes the tombstone validity instead, from which a
-    process holding the session in memory learns that the id is over. Only the record's delete is waited for, so
-    the next request cannot read it; its answer is returned. The tombstone needs no answer: it
-    goes first on the same connection, so the node has it before it deletes the record."""
+    process holding the session in memory learns that the id is over. Only the record's
+    delete is waited for, so the next request cannot read it; its answer is returned. The
+    tombstone needs no answer: it goes first on the same connection, so the node has it
+    before it deletes the record."""
     keys = ctx.keys(sid)
     yield ctx.tombstone(node, sid, moved)
     gone = yield Delete(node, keys.record, noreply=False)
