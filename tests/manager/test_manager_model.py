@@ -140,7 +140,8 @@ class Cluster(SeededMachine):
     def write_as_its_node_times_out(self, sid: str, app: int, value: int) -> str:
         """The session's node times out on the record's write: the save moves the session to
         another node under a new id (relocation; the id keeps its base, so a later relocation
-        can bring it back to this one)."""
+        can bring it back to this one). The app may use the node again after its dead time,
+        which passes here, as after `heal`: a later cut must leave it two nodes."""
         self._tick()
         session = self._load(app, sid)
         self._check(sid, session)
@@ -151,6 +152,8 @@ class Cluster(SeededMachine):
             self.stores[node].fail_next(1, StoreTimeout(f"{node}: injected timeout", node))
         assert self._save(app, session) == "stored"
         assert not reachable or session.sid.node != node, "the timed-out write was the record's"
+        self.stores[node].clear_failures()  # (a save that never reached the node: no timeout)
+        self.clock.now += 11
         return self._follow(sid, session, {"v": value})
 
     @rule(target=ids, sid=consumes(ids), app=st.integers(0, 1), value=st.integers())

@@ -1,10 +1,10 @@
 """A model-based test of sticky mode on the crossed-over layout (tests/support/sticky_memory):
-hypothesis sends random requests (reads, writes, logins, logouts) of several clients to three
-app processes (two behind route app1, one behind app2; a load balancer may send any request
-anywhere, which makes takeovers), restarts processes (their memory is lost), and cuts one cache node off and heals it. After every
-request the client sees what it last wrote, whichever process serves it (invariants 2 and 5: no
-process serves a stale local copy); a logged-out or expired id never loads again (invariant 6);
-a forged id is never adopted (invariant 7).
+hypothesis sends random requests (reads, writes, writes whose node times out, logins, logouts) of
+several clients to three app processes (two behind route app1, one behind app2; a load balancer may
+send any request anywhere, which makes takeovers), restarts processes (their memory is lost), and
+cuts one cache node off and heals it. After every request the client sees what it last wrote,
+whichever process serves it (invariants 2 and 5: no process serves a stale local copy); a logged-
+out or expired id never loads again (invariant 6); a forged id is never adopted (invariant 7).
 
 It runs twice: through SessionManager and through AsyncSessionManager (the async sticky driver).
 Memory stores keep this fast and deterministic; tests/integration/test_sticky_cluster.py proves
@@ -20,6 +20,7 @@ from hypothesis.stateful import Bundle, consumes, precondition, rule
 
 from pymsm import AsyncSessionManager, SessionManager
 from pymsm.core.session import Session
+from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.models import SETTINGS, OnOneLoop, SeededMachine
@@ -147,6 +148,36 @@ class StickyCluster(SeededMachine):
         if stored:
             self._ended(loaded)
             self.rotated_out.append(loaded)
+        return new
+
+    @rule(target=cookies, cookie=consumes(cookies), process=PROCESSES, value=st.integers())
+    def write_as_its_node_times_out(self, cookie: str, process: int, value: int) -> str:
+        """The session's node times out on the record's write: the save moves the session to
+        the other node (a new node id; a failover node if no primary is up), and with two
+        nodes it has one copy until its next write once the failed one is back (as after a
+        cut). Not while a node is cut off: no node would take the write (all nodes down:
+        tested on its own). The process that saw the timeout may use the node again after its
+        dead time, which passes here: the next cut must leave it a node, as `heal` does."""
+        data = self.expected.pop(cookie)
+        self.clock.now += 0.002
+        session = self._load(process, cookie)
+        self._check(cookie, session, data, process)
+        session["v"] = value
+        node = session.sid.node
+        assert node is not None
+        if self.cut is None:
+            self.stores[node].fail_next(1, StoreTimeout(f"{node}: injected timeout", node))
+        self._save(process, session)
+        self.stores[node].clear_failures()  # (a save that never reached the node: no timeout)
+        self.clock.now += 11
+        new = cookie_after(self.apps[process], session, cookie)
+        assert new is not None, "a session that was written keeps a cookie"
+        self.expected[new] = {"v": value}
+        self._written(cookie, new)
+        if self.cut is None:
+            self.single.add(new)
+        if new != cookie:
+            self.left_behind.append(cookie)
         return new
 
     @rule(target=ended, cookie=consumes(cookies), process=PROCESSES)

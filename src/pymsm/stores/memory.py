@@ -39,6 +39,10 @@ class MemoryStore:
             [error or StoreUnavailable(f"{self.name}: injected failure", self.name)] * count
         )
 
+    def clear_failures(self) -> None:
+        """Forget the injected failures no call has met yet."""
+        self._failures.clear()
+
     def _enter(self, op: str) -> None:
         self.calls[op] = self.calls.get(op, 0) + 1
         if self.down:
