@@ -52,12 +52,15 @@ class StickyCluster(SeededMachine):
         # stolen cookie, a request that was in flight may still carry them)
         self.left_behind: list[str] = []
 
+    cache_size: dict[str, int] = {}  # (the default sticky cache)
+
     # the manager calls, overridden by the async twin below
     def _start(self, process: int) -> Any:
         return SessionManager(
             stores=self.stores,  # type: ignore[arg-type]
             clock=self.clock,
             **sticky_settings(ROUTES[process]),
+            **self.cache_size,
         )
 
     def _load(self, process: int, cookie: str | None) -> Session:
@@ -316,7 +319,16 @@ class AsyncStickyCluster(StickyCluster):
         self.on_loop.stop()
 
 
+class SmallCacheStickyCluster(StickyCluster):
+    """The same model with room for two sessions per process: many requests find their session
+    evicted, and load it from the store as a process that never held it."""
+
+    cache_size = {"sticky_cache_size": 2}
+
+
 StickyCluster.TestCase.settings = SETTINGS
 AsyncStickyCluster.TestCase.settings = SETTINGS
+SmallCacheStickyCluster.TestCase.settings = SETTINGS
 test_sticky_model = StickyCluster.TestCase
 test_async_sticky_model = AsyncStickyCluster.TestCase
+test_small_cache_sticky_model = SmallCacheStickyCluster.TestCase
