@@ -97,6 +97,28 @@ def test_takeover_moves_the_session_to_the_other_route(memcached_nodes: Nodes, a
     assert user.get(app2, "/set?more=1")["data"] == {"user": "ann", "more": "1"}
 
 
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+def test_a_takeover_and_a_login_or_logout_in_one_request_end_the_old_id(
+    memcached_nodes: Nodes, apps: Any, path: str
+) -> None:
+    """The load balancer sends the user to the other route for a login (id rotated) or a
+    logout: the id the session had there ends too, in the process that still holds it in
+    memory and in the store (before, the takeover's delete of that id was forgotten)."""
+    m1, m2 = memcached_nodes(2)
+    app1 = apps("app1", [m1, m2], "n1")
+    app2 = apps("app2", [m1, m2], "n2")
+    user = Browser()
+    user.get(app2, "/set?user=ann")
+    old = user.cookie
+    assert old is not None and old.endswith("-n1.app2")
+    body = user.get(app1, path)
+    assert body["data"] == ({"user": "ann"} if path == "/login" else {})
+    assert body["id"].split("-")[0] != old.split("-")[0]  # a new base: rotated or a new session
+    for app in (app2, app1):
+        assert Browser(old).get(app)["data"] == {}  # the old cookie, replayed
+    assert stored(m1, old) is None
+
+
 def test_dead_cache_node_relocates_and_a_dead_host_loses_nothing(
     memcached_nodes: Nodes, apps: Any
 ) -> None:

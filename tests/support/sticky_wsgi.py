@@ -1,6 +1,6 @@
 """A tiny WSGI app behind SessionMiddleware for the sticky integration tests; settings come
 from MSM_* environment variables. GET /set?k=v stores attributes, /incr adds 1 to `n`,
-/logout invalidates; every response is the session as JSON with the serving process id."""
+/login rotates the id (keeping the data), /logout invalidates; every response is the session as JSON with the serving process id."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def inner(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             session[key] = value
     elif path == "/incr":
         session["n"] = session.get("n", 0) + 1
+    elif path == "/login":
+        session.rotate_id()
     elif path == "/logout":
         session.invalidate()
     body = json.dumps({"data": dict(session), "id": session.id, "pid": os.getpid()}).encode()
