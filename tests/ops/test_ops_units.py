@@ -26,6 +26,7 @@ SID = "2A19B1EB6D9649C9FED3E7277FDFD470-n2"
         ("bak:" + SID, "backup"),
         ("bak:validity:" + SID, "backup_validity"),
         ("lock:" + SID, "lock"),
+        ("tomb:" + SID, "tomb"),
         ("somethingelse", "other"),
         ("bak:not-an-id", "other"),
     ],

@@ -7,8 +7,9 @@ without metadump fall back to `stats cachedump` per slab class, which memcached 
 walks only one segment of each class: such listings can be partial (`ScanInfo.partial`).
 
 Key kinds (see DESIGN.md, storage layout), `P` the storage prefix and `S` a valid session id:
-`P S` primary, `validity:P S`, `bak:P S` backup, `bak:validity:P S`, `lock:P S`; anything else
-is `other` (not pymsm's, or not this prefix's).
+`P S` primary, `validity:P S`, `bak:P S` backup, `bak:validity:P S`, `lock:P S`, `tomb:P S` (the
+tombstone of an id that ended or that a session moved away from); anything else is `other` (not
+pymsm's, or not this prefix's).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pymsm.exceptions import InvalidSessionId, StoreError
 
 from .wire import Connection, Unsupported
 
-KINDS = ("primary", "validity", "backup", "backup_validity", "lock", "other")
+KINDS = ("primary", "validity", "backup", "backup_validity", "lock", "tomb", "other")
 _TAGS = (
     ("lock:", "lock"),
+    ("tomb:", "tomb"),
     ("bak:validity:", "backup_validity"),
     ("bak:", "backup"),
     ("validity:", "validity"),
