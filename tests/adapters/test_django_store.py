@@ -11,6 +11,7 @@ import pytest
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.test import Client, override_settings
 
+from pymsm import SessionManager
 from pymsm.adapters.django import SessionStore
 from support.django_setup import configure
 from support.servers import MEMCACHED_KINDS
@@ -282,3 +283,34 @@ class TestMiddleware:
             morsel = Client().get("/count").cookies["sid"]
             assert morsel["domain"] == "example.org" and morsel["secure"]
             assert morsel["samesite"] == "Strict" and morsel["max-age"] == ""
+
+
+class TestSticky:
+    @pytest.mark.parametrize("end", ["flush", "expiry in the past"])
+    def test_ending_a_session_right_after_a_takeover_ends_the_id_it_took_over(
+        self, nodes: str, end: str
+    ) -> None:
+        """Sticky mode: this process (route app1) loads a session of route app2, which takes
+        it over under a new id, and ends it in the same request (`flush`, as Django's `logout`
+        does, or an expiry set to the past): the id app2 gave it ends too, also in app2's
+        memory."""
+        app2 = SessionManager(memcached_nodes=nodes, sticky=True, route="app2")
+        try:
+            session = app2.open(None)
+            session["user"] = "ann"
+            app2.save(session)
+            app2.release(session)
+            old = session.id
+            with override_settings(MSM_STICKY=True, MSM_ROUTE="app1"):
+                store = SessionStore(old)
+                assert store["user"] == "ann"
+                assert store.session_key is not None and store.session_key.endswith(".app1")
+                if end == "flush":
+                    store.flush()
+                else:
+                    store.set_expiry(-1)
+                    store.save()
+            replayed = app2.load(old)
+            assert replayed.is_new and dict(replayed) == {}
+        finally:
+            app2.close()
