@@ -370,10 +370,17 @@ class SessionManager(_Base):
         return session
 
     def delete(self, cookie: str | None) -> None:
-        """Delete every stored copy of the session in `cookie` (no-op for a malformed id)."""
+        """Delete every stored copy of the session in `cookie` (no-op for a malformed id); in
+        sticky mode also this process's copy, and the id a takeover of it came from if that
+        one still holds it (the takeover was not saved yet)."""
         sid = self.parse_id(cookie)
-        if sid is not None:
+        if sid is None:
+            return
+        if self._sticky is None:
             self.run(flows.delete(self.context(), sid))
+            return
+        for old in self._sticky.forget(sid):
+            self.run(flows.delete(self.context(), old, sticky=True))
 
     def _load_into(self, session: Session, cookie: str | None) -> None:
         if self._sticky is not None:

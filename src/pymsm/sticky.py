@@ -101,6 +101,13 @@ class _StickyCache(Generic[M]):
         sticky.fill(ctx, session, found.entry, found.status)
         m._log_events(ctx)
 
+    def forget(self, sid: SessionId) -> list[SessionId]:
+        """Drop `sid` from memory, its session being deleted: the ids to delete, `sid` and the
+        id a takeover or move of it came from, if that one is not deleted yet."""
+        with self.lock:
+            entry = self.cache.pop(str(sid))
+        return [sid] if entry is None or entry.replaces is None else [sid, entry.replaces]
+
     # -- save -------------------------------------------------------------------------------
 
     def _save_start(self, session: Session) -> _Saving | flows.Saved:

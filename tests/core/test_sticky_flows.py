@@ -398,3 +398,22 @@ def test_a_process_does_not_serve_its_copy_of_an_id_another_process_moved_away_f
     assert replayed.is_new and dict(replayed) == {}
     session, _ = request(app1, taken, read)
     assert session["user"] == "ann"
+
+
+def test_manager_delete_in_sticky_mode_drops_memory_and_a_takeover_s_old_id(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """`SessionManager.delete(cookie)` (Django's delete of a key) in sticky mode: the process's
+    memory no longer serves the session, and the id a pending takeover came from ends too."""
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    _, first = request(app2, None, put("user", "ann"))
+    clock.now += 1
+    taken = app1.load(first)  # taken over, not saved yet: app2's id still holds the session
+    assert taken["user"] == "ann" and taken.id.endswith(".app1")
+    app1.release(taken)
+    app1.delete(taken.id)
+    assert app1._sticky is not None and not app1._sticky.cache.keys()
+    clock.now += 1
+    for process in (app2, app1, app("app2", stores, clock)):
+        replayed, _ = request(process, first, read)
+        assert replayed.is_new and dict(replayed) == {}

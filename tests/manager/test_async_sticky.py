@@ -347,3 +347,25 @@ def test_non_sticky_async_manager_is_unchanged(
         assert session["x"] == 1 and session.load_status == "found"
 
     run(scenario)
+
+
+def test_delete_drops_memory_and_a_takeover_s_old_id(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """The async twin of `SessionManager.delete` in sticky mode (tests/core/test_sticky_flows)."""
+
+    async def scenario() -> None:
+        app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+        _, first = await request(app2, None, put("user", "ann"))
+        clock.now += 1
+        taken = await app1.load(first)  # taken over, not saved: app2's id holds the session
+        assert taken["user"] == "ann" and taken.id.endswith(".app1")
+        await app1.release(taken)
+        await app1.delete(taken.id)
+        assert app1._sticky is not None and not app1._sticky.cache.keys()
+        clock.now += 1
+        for process in (app2, app1):
+            replayed, _ = await request(process, first, lambda s: s.get("user"))
+            assert replayed.is_new and dict(replayed) == {}
+
+    run(scenario)
