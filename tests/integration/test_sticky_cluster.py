@@ -72,6 +72,13 @@ class Browser:
         return body
 
 
+def crossed(memcached_nodes: Nodes, apps: Any) -> tuple[ServerProcess, ...]:
+    """The crossed-over layout: two nodes, app1 and app2 each listing the other host's node
+    as its failover node. Returns m1, m2, app1, app2."""
+    m1, m2 = memcached_nodes(2)
+    return m1, m2, apps("app1", [m1, m2], "n1"), apps("app2", [m1, m2], "n2")
+
+
 def stored(node: ServerProcess, key: str) -> bytes | None:
     client = Client((HOST, node.port), timeout=2)
     try:
@@ -82,9 +89,7 @@ def stored(node: ServerProcess, key: str) -> bytes | None:
 
 
 def test_takeover_moves_the_session_to_the_other_route(memcached_nodes: Nodes, apps: Any) -> None:
-    m1, m2 = memcached_nodes(2)
-    app1 = apps("app1", [m1, m2], "n1")
-    app2 = apps("app2", [m1, m2], "n2")
+    m1, m2, app1, app2 = crossed(memcached_nodes, apps)
     user = Browser()
     user.get(app1, "/set?user=ann")
     old = user.cookie
@@ -104,9 +109,7 @@ def test_a_takeover_and_a_login_or_logout_in_one_request_end_the_old_id(
     """The load balancer sends the user to the other route for a login (id rotated) or a
     logout: the id the session had there ends too, in the process that still holds it in
     memory and in the store (before, the takeover's delete of that id was forgotten)."""
-    m1, m2 = memcached_nodes(2)
-    app1 = apps("app1", [m1, m2], "n1")
-    app2 = apps("app2", [m1, m2], "n2")
+    m1, _, app1, app2 = crossed(memcached_nodes, apps)
     user = Browser()
     user.get(app2, "/set?user=ann")
     old = user.cookie
@@ -122,9 +125,7 @@ def test_a_takeover_and_a_login_or_logout_in_one_request_end_the_old_id(
 def test_dead_cache_node_relocates_and_a_dead_host_loses_nothing(
     memcached_nodes: Nodes, apps: Any
 ) -> None:
-    m1, m2 = memcached_nodes(2)
-    app1 = apps("app1", [m1, m2], "n1")
-    app2 = apps("app2", [m1, m2], "n2")
+    _, m2, app1, app2 = crossed(memcached_nodes, apps)
     users = []
     for i in range(4):
         for app in (app1, app2):
