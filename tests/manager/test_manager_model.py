@@ -44,6 +44,7 @@ class Cluster(SeededMachine):
     ids = Bundle("ids")
     ended = Bundle("ended")
     locking_mode = "optimistic"  # the default: reads with CAS tokens, writes with cas + merge
+    failover = ""  # failover_nodes
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,6 +70,7 @@ class Cluster(SeededMachine):
             max_inactive_interval=3600,
             node_dead_timeout=10,
             locking_mode=self.locking_mode,
+            failover_nodes=self.failover,
         )
 
     def _load(self, app: int, cookie: str | None) -> Session:
@@ -337,12 +339,21 @@ class PlainCluster(Cluster):
     locking_mode = "none"
 
 
+class FailoverCluster(Cluster):
+    """The same model with n3 as a failover node: new sessions and relocations go to n1 and
+    n2 while one of them is up; n3 holds backup copies, and sessions only when both are not."""
+
+    failover = "n3"
+
+
 Cluster.TestCase.settings = SETTINGS
 AsyncCluster.TestCase.settings = SETTINGS
 # the other locking modes share all but the first read and the write: fewer examples
 LockingCluster.TestCase.settings = settings(SETTINGS, max_examples=100)
 PlainCluster.TestCase.settings = settings(SETTINGS, max_examples=100)
+FailoverCluster.TestCase.settings = settings(SETTINGS, max_examples=100)
 test_manager_model = Cluster.TestCase
 test_async_manager_model = AsyncCluster.TestCase
 test_manager_model_locking_all = LockingCluster.TestCase
 test_manager_model_locking_none = PlainCluster.TestCase
+test_manager_model_failover_node = FailoverCluster.TestCase
