@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pymsm.core.ids import SessionId
 from pymsm.core.nodes import Health
-from pymsm.core.owed import Debt, Owed
-from pymsm.core.records import TOMBSTONE, RecordFormat, Validity, written_at
+from pymsm.core.owed import Debt, Owed, _missed_move
+from pymsm.core.records import (
+    ENDED,
+    TOMBSTONE,
+    RecordFormat,
+    Validity,
+    moved_at,
+    moved_mark,
+    written_at,
+)
 
 SID = SessionId.parse("0123456789ABCDEF0123456789ABCDEF-n1")
 OTHER = SessionId.parse("FEDCBA9876543210FEDCBA9876543210-n1")
@@ -60,3 +68,15 @@ def test_written_at_reads_the_header_of_a_record_only() -> None:
     assert written_at(raw) == 1234
     assert written_at(b"MS") is None and written_at(b"XX" + raw[2:]) is None
     assert Validity(1, 0, 0) == TOMBSTONE
+
+
+def test_a_paid_move_writes_its_tombstone_only_where_nothing_stronger_or_newer_is() -> None:
+    """Paying a move's debt writes the move's tombstone the node missed, but not over a
+    logout's (the id ended) nor over a later move's (the session came back and moved again)."""
+    at = 10_000
+    assert _missed_move(None, at)
+    assert _missed_move(moved_mark(at - 1), at)
+    assert not _missed_move(moved_mark(at), at)
+    assert not _missed_move(moved_mark(at + 1), at)
+    assert not _missed_move(ENDED, at)
+    assert moved_at(moved_mark(at)) == at and moved_at(ENDED) is None and moved_at(b"mx") is None

@@ -417,3 +417,27 @@ def test_manager_delete_in_sticky_mode_drops_memory_and_a_takeover_s_old_id(
     for process in (app2, app1, app("app2", stores, clock)):
         replayed, _ = request(process, first, read)
         assert replayed.is_new and dict(replayed) == {}
+
+
+def test_a_move_s_tombstone_a_node_missed_is_written_there_when_the_debt_is_paid(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """app1 takes over a session app2 holds in memory while n1, the other node, is cut off:
+    n1 misses the move's tombstone. Once n1 is back, app1 pays its debt there, the tombstone
+    included; when the session's node n2 then goes down, app2 learns from n1 that its copy
+    predates a move and does not serve it."""
+    app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
+    stores["n1"].down = True
+    _, first = request(app2, None, put("user", "ann"))  # on n2, app2's failover node
+    assert first is not None and first.endswith("-n2.app2")
+    clock.now += 1
+    _, taken = request(app1, first, read)
+    assert taken is not None and taken.endswith("-n2.app1")
+    assert any(str(d.sid) == first for d in app1.owed.of("n1"))
+    stores["n1"].down = False
+    clock.now += 60  # past the dead time
+    request(app1, None, put("other", 1))  # reaches n1 (its backup copy): the debt is paid
+    assert not app1.owed.of("n1")
+    stores["n2"].down = True
+    replayed, _ = request(app2, first, read)
+    assert replayed.is_new and dict(replayed) == {}

@@ -80,12 +80,12 @@ class Context:
     def keys(self, sid: SessionId) -> Keys:
         return Keys.of(self.prefix, sid)
 
-    def tombstone(self, node: str, sid: SessionId, moved: bool = False) -> Set:
+    def tombstone(self, node: str, sid: SessionId, moved_at: int | None = None) -> Set:
         """The tombstone of `sid` on `node`, not waited for: the id ended, or, if the session
-        only `moved` away from it, the time of the move: the session may come back to the id
-        (ids keep their base), and only the copies written before now are its past
-        (records.moved_at)."""
-        value = moved_mark(self.now_ms) if moved else ENDED
+        only moved away from it, the time of the move (`moved_at`, ms): the session may come
+        back to the id (ids keep their base), and only the copies written before the move are
+        its past (records.moved_at)."""
+        value = ENDED if moved_at is None else moved_mark(moved_at)
         ttl = self.record_ttl(self.max_inactive)
         return Set(node, self.keys(sid).tomb, value, ttl, noreply=True)
 

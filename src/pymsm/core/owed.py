@@ -14,7 +14,8 @@ and makes it once the node is healthy again (`settle`, run by the managers when 
   tombstone and the sticky tombstone validity: an ended id never comes back, and a write under
   it made since (by a process on the other side of a partition) is a write to a logged-out
   session;
-- an id the session **moved** from is deleted only if the copy there was written before the
+- an id the session **moved** from gets the move's tombstone the node missed (unless it holds
+  a logout's or a later move's), and is deleted only if the copy there was written before the
   move (`Debt.at`): ids keep their base when they move, so the session can come back to the
   same id (`S-n1` -> `S-n2` -> `S-n1` when n2 dies in turn), and that copy is the live one.
   The delete is conditional on the bytes read (`DeleteIf`), so a write in between survives.
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 from .ids import SessionId
 from .nodes import Health
 from .ops import Delete, DeleteIf, Get, Set, _failed
-from .records import TOMBSTONE, written_at
+from .records import TOMBSTONE, moved_at, written_at
 
 if TYPE_CHECKING:  # context.py holds an Owed: it imports this module
     from .context import Context, Flow
@@ -151,9 +152,14 @@ def _settle_one(ctx: Context, node: str, debt: Debt) -> Flow[bool]:
         if _failed(gone):
             return False
     else:
-        found = yield Get(node, (key,))
+        found = yield Get(node, (key, keys.tomb))
         if _failed(found):
             return False
+        if _missed_move(found.get(keys.tomb), debt.at):
+            # the move's tombstone, which the node missed too: a load that finds an older copy
+            # elsewhere, and a process holding one in memory, learn from it that the session
+            # moved (flows.load, sticky._backup_stamp)
+            yield ctx.tombstone(node, debt.sid, debt.at)
         raw = found.get(key)
         if raw is None:
             return True  # the node came back empty, or another process deleted it
@@ -174,6 +180,15 @@ def _settle_one(ctx: Context, node: str, debt: Debt) -> Flow[bool]:
         ttl = ctx.validity_ttl(ctx.max_inactive)
         yield Set(node, keys.validity, TOMBSTONE.encode(), ttl, noreply=True)
     return True
+
+
+def _missed_move(tomb: bytes | None, at: int) -> bool:
+    """Does the node lack the tombstone of a move made at `at`? Not if it holds a logout's, or
+    a later move's (the session came back to the id and moved again)."""
+    if tomb is None:
+        return True
+    prior = moved_at(tomb)
+    return prior is not None and prior < at
 
 
 def missed_by(ctx: Context, primary: str) -> list[str]:

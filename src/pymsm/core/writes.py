@@ -284,7 +284,7 @@ def drop_record(ctx: Context, node: str, sid: SessionId, moved: bool, sticky: bo
     tombstone needs no answer: it goes first on the same connection, so the node has it
     before it deletes the record."""
     keys = ctx.keys(sid)
-    yield ctx.tombstone(node, sid, moved)
+    yield ctx.tombstone(node, sid, ctx.now_ms if moved else None)
     gone = yield Delete(node, keys.record, noreply=False)
     if sticky:
         ttl = ctx.validity_ttl(ctx.max_inactive)
@@ -311,7 +311,7 @@ def drop_backup(ctx: Context, node: str, sid: SessionId, moved: bool) -> Flow[No
     """Delete `sid`'s backup copy on `node`, after its tombstone (see `delete`); owe it if
     refused."""
     keys = ctx.keys(sid)
-    yield ctx.tombstone(node, sid, moved)
+    yield ctx.tombstone(node, sid, ctx.now_ms if moved else None)
     gone = yield Delete(node, keys.backup)
     yield Delete(node, keys.backup_validity)
     if _failed(gone):
