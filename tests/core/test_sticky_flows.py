@@ -441,3 +441,25 @@ def test_a_move_s_tombstone_a_node_missed_is_written_there_when_the_debt_is_paid
     stores["n2"].down = True
     replayed, _ = request(app2, first, read)
     assert replayed.is_new and dict(replayed) == {}
+
+
+def test_a_process_reloads_a_session_that_came_back_to_an_id_it_had_moved_from(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """Process a holds `S-n2.app1`; app2 takes it over (a move's tombstone for that id), and b,
+    a second app1 worker, takes it back under the same id with a change. With n2 down, a finds
+    the move's tombstone on n1 but also a backup copy newer than its own: the session came back,
+    and a serves that copy, not a new session."""
+    a, b, c = app("app1", stores, clock), app("app1", stores, clock), app("app2", stores, clock)
+    _, first = request(a, None, put("user", "ann"))
+    assert first is not None and first.endswith("-n2.app1")
+    clock.now += 1
+    _, taken = request(c, first, read)
+    assert taken is not None and taken.endswith("-n1.app2")
+    clock.now += 1
+    _, back = request(b, taken, put("user", "bob"))
+    assert back == first
+    clock.now += 1
+    stores["n2"].down = True
+    session, _ = request(a, first, read)
+    assert dict(session) == {"user": "bob"}

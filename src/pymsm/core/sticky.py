@@ -151,15 +151,17 @@ def _check_local(ctx: Context, sid: SessionId, entry: Entry) -> Flow[Found]:
 
 
 def _backup_stamp(ctx: Context, sid: SessionId, mine: int) -> Flow[int | str | None]:
-    """The newest stamp of `sid`'s backup copies on the nodes a load searches, "ended" if one
-    of them holds its logout tombstone, "moved" if one holds the tombstone of a move made
+    """The newest stamp of `sid`'s backup copies on the nodes a load searches; "ended" if one
+    of them holds its logout tombstone; "moved" if one holds the tombstone of a move made
     since `mine` (the stamp of the local copy: another process moved the session away from
-    this id), None if none answers with any of these."""
+    this id) and no copy is newer than ours (a newer one: the session came back to the id
+    since, and the caller reloads it); None if none answers with any of these."""
     node = ctx.node_of(sid)
     if node is None:
         return None
     keys = ctx.keys(sid)
     newest: int | None = None
+    left = 0  # the latest move away from the id these nodes know of
     for other in ctx.window(node):
         found = yield Get(other, (keys.backup_validity, keys.tomb))
         if _failed(found):
@@ -168,12 +170,13 @@ def _backup_stamp(ctx: Context, sid: SessionId, mine: int) -> Flow[int | str | N
             at = moved_at(found[keys.tomb])
             if at is None:
                 return "ended"
-            if at > mine:
-                return "moved"
+            left = max(left, at)
         with contextlib.suppress(RecordError):
             if keys.backup_validity in found:
                 stamp = Validity.decode(found[keys.backup_validity]).this_accessed
                 newest = stamp if newest is None else max(newest, stamp)
+    if left > mine and (newest is None or newest <= mine):
+        return "moved"
     return newest
 
 
