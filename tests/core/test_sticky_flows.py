@@ -281,16 +281,26 @@ def test_a_logout_elsewhere_is_seen_when_the_home_node_dies(
     assert session.is_new and dict(session) == {}
 
 
+def taken_over(
+    owner: SessionManager, taker: SessionManager, clock: Clock, ids: tuple[str, str]
+) -> tuple[str, str]:
+    """ann's session stored by `owner`, then, a second later, a request of hers to `taker`,
+    which takes it over: her id before and after, checked to end as `ids` say."""
+    _, first = request(owner, None, put("user", "ann"))
+    assert first is not None and first.endswith(ids[0])
+    clock.now += 1
+    _, taken = request(taker, first, read)
+    assert taken is not None and taken.endswith(ids[1])
+    return first, taken
+
+
 def test_a_session_taken_back_under_its_old_id_keeps_its_backup(
     stores: dict[str, MemoryStore], clock: Clock
 ) -> None:
     """Takeovers keep the id's base, so app2 taking back what app1 took over writes the id it
     started with: the moved-away id got no logout tombstone, so a failover still finds it."""
     app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
-    _, first = request(app2, None, put("user", "ann"))
-    assert first is not None and first.endswith("-n1.app2")
-    _, taken = request(app1, first, read)
-    assert taken is not None and taken.endswith("-n2.app1")
+    first, taken = taken_over(app2, app1, clock, ("-n1.app2", "-n2.app1"))
     _, back = request(app2, taken, read)
     assert back == first
     stores["n1"].down = True
@@ -387,11 +397,7 @@ def test_a_process_does_not_serve_its_copy_of_an_id_another_process_moved_away_f
     validity the takeover left). The move's tombstone on the other node tells it that its copy
     is from before the move: it serves a new session, not its old copy."""
     app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
-    _, first = request(app2, None, put("user", "ann"))
-    assert first is not None and first.endswith("-n1.app2")
-    clock.now += 1
-    _, taken = request(app1, first, read)
-    assert taken is not None and taken.endswith("-n2.app1")
+    first, taken = taken_over(app2, app1, clock, ("-n1.app2", "-n2.app1"))
     clock.now += 1
     stores["n1"].down = True
     replayed, _ = request(app2, first, read)
@@ -428,11 +434,8 @@ def test_a_move_s_tombstone_a_node_missed_is_written_there_when_the_debt_is_paid
     predates a move and does not serve it."""
     app1, app2 = app("app1", stores, clock), app("app2", stores, clock)
     stores["n1"].down = True
-    _, first = request(app2, None, put("user", "ann"))  # on n2, app2's failover node
-    assert first is not None and first.endswith("-n2.app2")
-    clock.now += 1
-    _, taken = request(app1, first, read)
-    assert taken is not None and taken.endswith("-n2.app1")
+    # on n2, app2's failover node
+    first, _ = taken_over(app2, app1, clock, ("-n2.app2", "-n2.app1"))
     assert any(str(d.sid) == first for d in app1.owed.of("n1"))
     stores["n1"].down = False
     clock.now += 60  # past the dead time
@@ -451,11 +454,7 @@ def test_a_process_reloads_a_session_that_came_back_to_an_id_it_had_moved_from(
     the move's tombstone on n1 but also a backup copy newer than its own: the session came back,
     and a serves that copy, not a new session."""
     a, b, c = app("app1", stores, clock), app("app1", stores, clock), app("app2", stores, clock)
-    _, first = request(a, None, put("user", "ann"))
-    assert first is not None and first.endswith("-n2.app1")
-    clock.now += 1
-    _, taken = request(c, first, read)
-    assert taken is not None and taken.endswith("-n1.app2")
+    first, taken = taken_over(a, c, clock, ("-n2.app1", "-n1.app2"))
     clock.now += 1
     _, back = request(b, taken, put("user", "bob"))
     assert back == first
