@@ -174,17 +174,9 @@ class AsyncSessionManager(_Base):
         return self._saved(ctx, session, saved)
 
     async def delete(self, cookie: str | None) -> None:
-        """Delete every stored copy of the session in `cookie` (no-op for a malformed id); in
-        sticky mode also this process's copy, and the id a takeover of it came from if that
-        one still holds it (the takeover was not saved yet)."""
-        sid = self.parse_id(cookie)
-        if sid is None:
-            return
-        if self._sticky is None:
-            await self.run(flows.delete(self.context(), sid))
-            return
-        for old in self._sticky.forget(sid):
-            await self.run(flows.delete(self.context(), old, sticky=True))
+        """Delete every stored copy of the session in `cookie` (see `delete_flows`)."""
+        for flow in self.delete_flows(cookie, self._sticky):
+            await self.run(flow)
 
     async def close(self) -> None:
         """Drain the sticky backup queue (session_backup_async), then close every store's

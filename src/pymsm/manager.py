@@ -34,7 +34,7 @@ from pymsm.locks import Guard, LocalLocks
 from pymsm.stores.base import Store
 
 if TYPE_CHECKING:
-    from pymsm.sticky import StickySessions
+    from pymsm.sticky import StickySessions, _StickyCache
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Session)
@@ -118,6 +118,20 @@ class _Base:
         self.owed.give_back(node, left)
         self.stats.update(ctx.counts)
         self._log_events(ctx)
+
+    def delete_flows(
+        self, cookie: str | None, sticky: _StickyCache[Any] | None
+    ) -> list[flows.Flow[None]]:
+        """What `delete(cookie)` runs: the deletes of every stored copy of the session in
+        `cookie` (none for a malformed id); in sticky mode (`sticky`, the process's cache) this
+        process's copy goes too, and the id a takeover of it came from is deleted as well if
+        that one still holds it (the takeover was not saved yet)."""
+        sid = self.parse_id(cookie)
+        if sid is None:
+            return []
+        if sticky is None:
+            return [flows.delete(self.context(), sid)]
+        return [flows.delete(self.context(), old, sticky=True) for old in sticky.forget(sid)]
 
     def warn_owed(self) -> None:
         """On close: the deletes still owed live only in this process; say so, per node."""
@@ -370,17 +384,9 @@ class SessionManager(_Base):
         return session
 
     def delete(self, cookie: str | None) -> None:
-        """Delete every stored copy of the session in `cookie` (no-op for a malformed id); in
-        sticky mode also this process's copy, and the id a takeover of it came from if that
-        one still holds it (the takeover was not saved yet)."""
-        sid = self.parse_id(cookie)
-        if sid is None:
-            return
-        if self._sticky is None:
-            self.run(flows.delete(self.context(), sid))
-            return
-        for old in self._sticky.forget(sid):
-            self.run(flows.delete(self.context(), old, sticky=True))
+        """Delete every stored copy of the session in `cookie` (see `delete_flows`)."""
+        for flow in self.delete_flows(cookie, self._sticky):
+            self.run(flow)
 
     def _load_into(self, session: Session, cookie: str | None) -> None:
         if self._sticky is not None:

@@ -15,7 +15,6 @@ real memcached in tests/integration.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import hypothesis.strategies as st
@@ -30,12 +29,12 @@ from hypothesis.stateful import (
 from pymsm import AsyncSessionManager, SessionManager
 from pymsm.core.flows import Keys
 from pymsm.core.ids import SessionId
-from pymsm.core.records import RecordFormat
 from pymsm.core.session import Session
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
 from support.clock import Clock
 from support.models import SETTINGS, OnOneLoop, SeededMachine
+from support.sticky_memory import stored_data
 
 NODES = ("n1", "n2", "n3")
 
@@ -280,8 +279,7 @@ class Cluster(SeededMachine):
                 item = store.items.get(key)
                 if item is None or (item[1] and item[1] <= self.clock()):
                     continue
-                payload = RecordFormat().decode(item[0]).payload
-                if json.loads(payload) == self.expected[sid]:
+                if stored_data(store, key) == self.expected[sid]:
                     held.add(name)
         return held
 

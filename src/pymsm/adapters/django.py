@@ -187,33 +187,14 @@ class SessionStore(SessionBase):
         if not must_create and self.pymsm is None:
             self._attach(manager().load(self.session_key))
         if self.get_expiry_age() <= 0:  # expired by set_expiry: gone, as Django's backends do
-            self._end(self.session_key, self.pymsm)
+            manager().delete(self.session_key)
             return
         session = self._prepare(self._target(must_create), must_create)
         self._stored(session, manager().save(session))
 
     def delete(self, session_key: str | None = None) -> None:
-        session = None
         if session_key is None:
-            session_key, session, self.pymsm = self.session_key, self.pymsm, None
-        self._end(session_key, session)
-        if session is not None:
-            manager().release(session)  # its lock: the middleware no longer sees it
-
-    @staticmethod
-    def _end(session_key: str | None, session: Session | None) -> None:
-        """Delete the session under `session_key`. This request's session (a logout: `flush`,
-        or an expiry set to the past) ends through its save, as `invalidate()` does anywhere
-        else: sticky mode drops it from memory, and a takeover's old id ends with it."""
-        if (
-            session is not None
-            and session.loaded
-            and not session.is_new
-            and str(session.sid) == session_key
-        ):
-            session.invalidate()
-            manager().save(session)
-            return
+            session_key, self.pymsm = self.session_key, None
         manager().delete(session_key)
 
     def cycle_key(self) -> None:

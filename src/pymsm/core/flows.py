@@ -18,7 +18,7 @@ from .context import TTL_SLACK, Context, Flow, Keys, T, _run
 from .ids import SessionId
 from .ops import Get, Gets, Set, _failed
 from .owed import missed_by, owe
-from .records import Record, Validity, moved_at
+from .records import Record, Validity, before_move, moved_at
 from .session import Session
 from .writes import (
     Saved,
@@ -139,9 +139,7 @@ def load(ctx: Context, sid: SessionId) -> Flow[Loaded]:
 
 
 def _before(loaded: Loaded, moved: int) -> bool:
-    """Was this copy written before the session moved away from its id (ms)? One written in
-    the move's millisecond is kept: a tie keeps data."""
-    return loaded.record is not None and loaded.record.written < moved
+    return loaded.record is not None and before_move(loaded.record.written, moved)
 
 
 def _moved_away() -> Loaded:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from .ids import SessionId
 from .nodes import Health
 from .ops import Delete, DeleteIf, Get, Set, _failed
-from .records import TOMBSTONE, moved_at, written_at
+from .records import TOMBSTONE, before_move, moved_at, written_at
 
 if TYPE_CHECKING:  # context.py holds an Owed: it imports this module
     from .context import Context, Flow
@@ -164,7 +164,7 @@ def _settle_one(ctx: Context, node: str, debt: Debt) -> Flow[bool]:
         if raw is None:
             return True  # the node came back empty, or another process deleted it
         written = written_at(raw)
-        if written is None or written >= debt.at:
+        if written is None or not before_move(written, debt.at):
             return True  # the session came back to this id since: that copy is the live one
         gone = yield DeleteIf(node, key, raw)
         if _failed(gone):

@@ -94,6 +94,13 @@ def moved_at(value: bytes) -> int | None:
     return None
 
 
+def before_move(written: int, moved: int) -> bool:
+    """Was a copy written at `written` (ms) before the session moved away from its id at
+    `moved`, so the id's past? One written in the move's millisecond counts as live: a tie
+    keeps data."""
+    return written < moved
+
+
 def written_at(data: bytes) -> int | None:
     """When a stored record was written (ms), read from its header alone; None if `data` is not
     a record of this layout. Unverified: for deciding whether a copy predates a move."""

@@ -39,7 +39,7 @@ from .flows import Loaded
 from .flows import load as store_load
 from .ids import SessionId
 from .ops import Add, Get, Op, Replace, Set, _failed
-from .records import TOMBSTONE, Record, Validity, moved_at
+from .records import TOMBSTONE, Record, Validity, before_move, moved_at
 from .session import Session
 from .writes import Saved, _payload, _quiet_home, _write_backup, delete
 
@@ -175,7 +175,7 @@ def _backup_stamp(ctx: Context, sid: SessionId, mine: int) -> Flow[int | str | N
             if keys.backup_validity in found:
                 stamp = Validity.decode(found[keys.backup_validity]).this_accessed
                 newest = stamp if newest is None else max(newest, stamp)
-    if left > mine and (newest is None or newest <= mine):
+    if before_move(mine, left) and (newest is None or newest <= mine):
         return "moved"
     return newest
 
