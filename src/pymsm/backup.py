@@ -2,9 +2,11 @@
 thread (`BackupWriter`, SessionManager) or one asyncio task (`AsyncBackupWriter`,
 AsyncSessionManager).
 
-A save hands over its writes as one batch of store operations. When the queue is full the batch
-is dropped, counted and logged; the process still holds the session in memory and its next save
-writes it again (the sticky load sees the store's validity stamp behind its own and forces it).
+A save hands over one `Batch`: its writes, in order, and what it left for after them (the
+deletes of the ids it ended or moved away from, core/sticky.Later). When the queue is full the
+batch is dropped, counted and logged; the process still holds the session in memory and its next
+save writes it again (the sticky load sees the store's validity stamp behind its own and forces
+it), and the caller makes the batch's deletes of ended ids at once (a logout is never dropped).
 `close()` drains the queue before returning.
 """
 
@@ -16,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymsm.core.ops import Add, Op, Replace
@@ -23,6 +26,22 @@ from pymsm.exceptions import StoreError
 
 log = logging.getLogger("pymsm")
 DRAIN_TIMEOUT = 10.0  # s: how long close() waits for the queue to drain
+
+
+@dataclass(slots=True)
+class Batch:
+    """One save's work: `writes` run in order and stop at the first that fails (a later
+    validity write must not claim a record write that did not happen); then `after(stored)`,
+    if any (the async writer awaits it): `stored` is true when the writes to `home`, the node
+    the save stores the session on, all succeeded (a failed backup copy does not count)."""
+
+    writes: Sequence[Op]
+    home: str | None = None
+    after: Callable[[bool], Any] | None = None
+
+    def stored(self, failed: Op | None) -> bool:
+        """Is the session stored on `home`, `failed` being the write the batch stopped at?"""
+        return self.home is not None and getattr(failed, "node", self.home) != self.home
 
 
 class _Counts:
@@ -69,14 +88,14 @@ class BackupWriter(_Counts):
     def __init__(self, execute: Callable[[Op], Any], size: int) -> None:
         super().__init__(size)
         self._execute = execute
-        self._queue: queue.Queue[Sequence[Op] | None] = queue.Queue(size)
+        self._queue: queue.Queue[Batch | None] = queue.Queue(size)
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="pymsm-backup", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: Sequence[Op]) -> bool:
+    def submit(self, batch: Batch) -> bool:
         """Queue a batch without blocking; False (counted, logged) when the queue is full."""
-        if not batch:
+        if not batch.writes and batch.after is None:
             return True
         if not self._closed:
             try:
@@ -98,9 +117,12 @@ class BackupWriter(_Counts):
             finally:
                 self._queue.task_done()
 
-    def _write(self, batch: Sequence[Op]) -> None:
-        if all(self._ok(op, self._execute(op)) for op in batch):
+    def _write(self, batch: Batch) -> None:
+        failed = next((op for op in batch.writes if not self._ok(op, self._execute(op))), None)
+        if failed is None:
             self._wrote()
+        if batch.after is not None:
+            batch.after(batch.stored(failed))
 
     def flush(self) -> None:
         """Wait until every queued batch is written (or given up)."""
@@ -125,14 +147,14 @@ class AsyncBackupWriter(_Counts):
     def __init__(self, execute: Callable[[Op], Awaitable[Any]], size: int) -> None:
         super().__init__(size)
         self._execute = execute
-        self._queue: asyncio.Queue[Sequence[Op]] | None = None
+        self._queue: asyncio.Queue[Batch] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(self, batch: Sequence[Op]) -> bool:
+    def submit(self, batch: Batch) -> bool:
         """Queue a batch without waiting (call it in the loop); False (counted, logged) when
         the queue is full."""
-        if not batch:
+        if not batch.writes and batch.after is None:
             return True
         try:
             self._running().put_nowait(batch)
@@ -140,14 +162,14 @@ class AsyncBackupWriter(_Counts):
         except asyncio.QueueFull:
             return self._drop()
 
-    def _running(self) -> asyncio.Queue[Sequence[Op]]:
+    def _running(self) -> asyncio.Queue[Batch]:
         loop = asyncio.get_running_loop()
         if self._queue is None or self._loop is not loop:
             self._queue, self._loop = asyncio.Queue(self.size), loop
             self._task = loop.create_task(self._work(self._queue), name="pymsm-backup")
         return self._queue
 
-    async def _work(self, batches: asyncio.Queue[Sequence[Op]]) -> None:
+    async def _work(self, batches: asyncio.Queue[Batch]) -> None:
         while True:
             batch = await batches.get()
             try:
@@ -157,11 +179,16 @@ class AsyncBackupWriter(_Counts):
             finally:
                 batches.task_done()
 
-    async def _write(self, batch: Sequence[Op]) -> None:
-        for op in batch:
+    async def _write(self, batch: Batch) -> None:
+        failed = None
+        for op in batch.writes:
             if not self._ok(op, await self._execute(op)):
-                return
-        self._wrote()
+                failed = op
+                break
+        if failed is None:
+            self._wrote()
+        if batch.after is not None:
+            await batch.after(batch.stored(failed))
 
     async def flush(self) -> None:
         """Wait until every queued batch is written (or given up)."""

@@ -116,8 +116,7 @@ class _Base:
 
     def owed_settled(self, ctx: flows.Context, node: str, left: list[owed.Debt]) -> None:
         self.owed.give_back(node, left)
-        self.stats.update(ctx.counts)
-        self._log_events(ctx)
+        self.merge(ctx)
 
     def delete_flows(
         self, cookie: str | None, sticky: _StickyCache[Any] | None
@@ -200,17 +199,22 @@ class _Base:
 
     def _saved(self, ctx: flows.Context, session: Session, saved: flows.Saved) -> flows.Saved:
         self.stats["save_" + saved.status] += 1
-        if ctx.counts:
-            self.stats.update(ctx.counts)
-            ctx.counts.clear()  # the context may serve another save of this request
         if saved.status == "failed":
             log.error(
                 "session %s was not stored: %s", redact(str(session._sid)), redact(saved.reason)
             )
         elif saved.status == "gone":
             log.info("session %s %s", redact(str(session._sid)), saved.reason)
-        self._log_events(ctx)
+        self.merge(ctx)  # (the context may serve another save of this request)
         return saved
+
+    def merge(self, ctx: flows.Context) -> None:
+        """Count what `ctx`'s flows counted and log their events: a save's, the owed deletes',
+        the background writer's deletes' (core/sticky.Later)."""
+        if ctx.counts:
+            self.stats.update(ctx.counts)
+            ctx.counts.clear()
+        self._log_events(ctx)
 
     def _log_events(self, ctx: flows.Context) -> None:
         for event in ctx.events:

@@ -7,7 +7,8 @@ side. `_StickyCache` does everything around the flows (cache look-ups, the bookk
 load or save found, eviction); `StickySessions` (threads) and `AsyncStickySessions` (asyncio)
 only run the flows: synchronous writes bounded by `session_backup_timeout`, or with
 `session_backup_async` a background writer (pymsm.backup) fed with the writes of a save flow
-whose reads alone went to the store (`_deferring`).
+whose reads alone went to the store (`_deferring`), and with the deletes that save left for
+after its writes (core/sticky.Later), run there as flows on real answers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pymsm.async_manager import close_stores
-from pymsm.backup import AsyncBackupWriter, BackupWriter
+from pymsm.backup import AsyncBackupWriter, BackupWriter, Batch
 from pymsm.core import flows, sticky
 from pymsm.core.context import Context
 from pymsm.core.ids import SessionId
@@ -40,13 +41,14 @@ log = logging.getLogger("pymsm")
 
 
 class _Writer(Protocol):
-    def submit(self, batch: list[Op]) -> bool: ...
+    def submit(self, batch: Batch) -> bool: ...
 
 
 @dataclass(slots=True)
 class _Saving:
     """One save in progress: the flow to run and what its end needs. `batch` collects the
-    writes for the background writer (session_backup_async), None when writes are run."""
+    writes for the background writer (session_backup_async), None when writes are run; `later`
+    then holds the deletes the save leaves to the writer."""
 
     ctx: Context
     flow: Generator[Op, Any, sticky.Stored]
@@ -54,6 +56,7 @@ class _Saving:
     before: str
     retired: list[str]
     batch: list[Op] | None = field(default=None)
+    later: sticky.Later | None = field(default=None)
 
 
 class _StickyCache(Generic[M]):
@@ -120,17 +123,34 @@ class _StickyCache(Generic[M]):
         if quiet is not None:
             return self.manager._saved(ctx, session, quiet.saved)
         retired = [str(old) for old in session.retired]
-        saving = _Saving(ctx, sticky.save(ctx, session, entry), entry, before, retired)
-        if self.writer is not None:
-            saving.batch = []
-            saving.flow = _deferring(saving.flow, saving.batch)
+        later = sticky.Later() if self.writer is not None else None
+        flow = sticky.save(ctx, session, entry, later)
+        saving = _Saving(ctx, flow, entry, before, retired)
+        if later is not None:
+            saving.batch, saving.later = [], later
+            saving.flow = _deferring(flow, saving.batch)
         return saving
+
+    def _queued(self, saving: _Saving, stored: sticky.Stored) -> Batch | None:
+        """Hand the save's writes and deletes to the background writer; answers the batch if
+        the queue was full (counted, logged): the caller then runs its `after(False)` at once,
+        so the deletes of ids that ended are made (a logout is never dropped) and the ids the
+        session moved from keep their copies (the writes under the new id were not made)."""
+        if self.writer is None or saving.batch is None or saving.later is None:
+            return None
+        home = stored.entry.sid.node if stored.entry is not None else None
+        after = self._after(saving.later, saving.ctx.fork()) if saving.later else None
+        batch = Batch(saving.batch, home if stored.saved.status == "stored" else None, after)
+        if self.writer.submit(batch):
+            return None
+        self.manager.stats["backup_dropped"] += 1
+        return batch
+
+    def _after(self, later: sticky.Later, ctx: Context) -> Callable[[bool], Any]:
+        raise NotImplementedError  # each driver runs the deletes its own way
 
     def _save_end(self, saving: _Saving, session: Session, stored: sticky.Stored) -> flows.Saved:
         m = self.manager
-        writer, batch = self.writer, saving.batch
-        if writer is not None and batch is not None and not writer.submit(batch):
-            m.stats["backup_dropped"] += 1
         with self.lock:
             for key in saving.retired:
                 self.cache.pop(key)
@@ -213,7 +233,20 @@ class StickySessions(_StickyCache["SessionManager"]):
         if not isinstance(saving, _Saving):
             return saving  # nothing to write
         stored = drive(saving.flow, self._write if saving.batch is None else self.manager._execute)
+        refused = self._queued(saving, stored)
+        if refused is not None and refused.after is not None:
+            refused.after(False)
         return self._save_end(saving, session, stored)
+
+    def _after(self, later: sticky.Later, ctx: Context) -> Callable[[bool], None]:
+        """The deletes `later` holds, as the background writer runs them after the writes."""
+
+        def after(stored: bool) -> None:
+            for flow in later.flows(ctx, stored):
+                drive(flow, self._write)
+            self.manager.merge(ctx)
+
+        return after
 
     def flush(self) -> None:
         """Wait for queued backup writes (async mode); a no-op when writes are synchronous."""
@@ -258,7 +291,20 @@ class AsyncStickySessions(_StickyCache["AsyncSessionManager"]):
             return saving  # nothing to write
         stores = self.backup_stores if saving.batch is None else self.manager.stores
         stored = await self.manager.run(saving.flow, stores)
+        refused = self._queued(saving, stored)
+        if refused is not None and refused.after is not None:
+            await refused.after(False)
         return self._save_end(saving, session, stored)
+
+    def _after(self, later: sticky.Later, ctx: Context) -> Callable[[bool], Awaitable[None]]:
+        """The deletes `later` holds, as the background writer runs them after the writes."""
+
+        async def after(stored: bool) -> None:
+            for flow in later.flows(ctx, stored):
+                await self.manager.run(flow, self.backup_stores)
+            self.manager.merge(ctx)
+
+        return after
 
     async def flush(self) -> None:
         """Wait for queued backup writes (async mode); a no-op when writes are synchronous."""

@@ -369,3 +369,102 @@ def test_delete_drops_memory_and_a_takeover_s_old_id(
             assert replayed.is_new and dict(replayed) == {}
 
     run(scenario)
+
+
+# -- the deletes a save leaves to the background writer (core/sticky.Later), async twin of
+# tests/manager/test_sticky_backup.py: the node fails after the request's load read it
+
+
+def test_async_a_logout_whose_node_fails_after_the_load_ends_the_session_everywhere(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    async def scenario() -> None:
+        app1 = app("app1", stores, clock, session_backup_async=True)
+        other = app("app1", stores, clock)  # a second process behind the route
+        _, cookie = await request(app1, None, put("v", 1))
+        assert app1._sticky is not None and cookie is not None
+        await app1._sticky.flush()
+        assert (await request(other, cookie))[0]["v"] == 1  # held in its memory too
+        clock.now += 1
+        session = await app1.load(cookie)
+        stores["n2"].down = True  # app1's home, cut off after the load
+        session.invalidate()
+        await app1.save(session)
+        await app1.release(session)
+        await app1._sticky.flush()
+        assert [str(debt.sid) for debt in app1.owed.of("n2")] == [cookie]
+        assert "bak:" + cookie not in stores["n1"].items
+        for m in (app1, other):
+            again, _ = await request(m, cookie)
+            assert again.is_new and dict(again) == {}
+        await app1.close()
+        await other.close()
+
+    run(scenario)
+
+
+def test_async_a_takeover_whose_old_node_fails_after_the_load_moves_the_session_for_good(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    async def scenario() -> None:
+        app1 = app("app1", stores, clock)
+        app2 = app("app2", stores, clock, session_backup_async=True)
+        _, old = await request(app1, None, put("v", 1))
+        assert old is not None and app2._sticky is not None
+        clock.now += 1
+        session = await app2.load(old)  # the takeover: the new id names n1 and app2
+        stores["n2"].down = True  # the old home, and the new id's backup node
+        session["v"] = 2
+        await app2.save(session)
+        await app2.release(session)
+        await app2._sticky.flush()
+        new = cookie_after(app2, session, old)
+        assert new is not None and stored_data(stores["n1"], new) == {"v": 2}
+        assert [str(debt.sid) for debt in app2.owed.of("n2")] == [old]
+        assert "tomb:" + old in stores["n1"].items
+        replayed, _ = await request(app1, old)  # held in app1's memory; its node is down
+        assert replayed.is_new and dict(replayed) == {}
+        await app1.close()
+        await app2.close()
+
+    run(scenario)
+
+
+class AddGate(AsyncMemoryStore):
+    """New sessions' writes (`add`) wait until the gate opens; deletes and sets do not."""
+
+    def __init__(self, sync: MemoryStore) -> None:
+        super().__init__(sync)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().add(key, value, ttl)
+
+
+def test_async_a_logout_is_made_at_once_when_the_queue_is_full(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    async def scenario() -> None:
+        m = app("app1", stores, clock, AddGate, session_backup_async=True, backup_queue_size=1)
+        home = m.stores["n2"]
+        assert isinstance(home, AddGate) and m._sticky is not None
+        home.gate.set()
+        _, cookie = await request(m, None, put("v", 1))
+        await m._sticky.flush()
+        home.gate.clear()
+        home.waiting.clear()
+        await request(m, None, put("w", 1))
+        await home.waiting.wait()  # the writer waits on this one's add
+        await request(m, None, put("w", 2))  # queued: the queue is full
+        await request(m, cookie, lambda s: s.invalidate())
+        assert m.stats["backup_dropped"] == 1
+        assert cookie is not None and cookie not in stores["n2"].items
+        again, _ = await request(app("app1", stores, clock), cookie)
+        assert again.is_new and dict(again) == {}
+        home.gate.set()
+        await m.close()
+
+    run(scenario)

@@ -3,6 +3,7 @@ the key layout, and the one-op helpers. Pure: callers pass `now`."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import defaultdict
@@ -76,6 +77,12 @@ class Context:
     @property
     def now_ms(self) -> int:
         return int(self.now * 1000)
+
+    def fork(self) -> Context:
+        """This request's context for work that outlives the request (the deletes a save leaves
+        to the background writer, sticky.Later): the same time and state, its own counts and
+        events, so neither thread changes what the other reads."""
+        return dataclasses.replace(self, events=[], counts=defaultdict(int))
 
     def keys(self, sid: SessionId) -> Keys:
         return Keys.of(self.prefix, sid)

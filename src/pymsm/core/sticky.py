@@ -19,7 +19,8 @@ Save (`save`): write the record only when the session changed, a write is forced
 takeover, the store lost it), or half the idle timeout passed since the last write (that extends
 its store lifetime); always write the validity (extends it too). A dead node relocates the
 session (new node id); when no node takes the write the session stays in memory under its id and
-is written once a node is back.
+is written once a node is back. With `later` (session_backup_async) the deletes of the ids the save
+ends or moves away from are left to the background writer as flows of their own (`Later`).
 
 Stamps: every validity this process writes has `this_accessed` greater than any stamp it saw
 for that session, so two writers never leave the same stamp and "equal" proves "unchanged".
@@ -225,6 +226,49 @@ def fill(ctx: Context, session: Session, entry: Entry, status: str) -> None:
 
 
 @dataclass(slots=True)
+class Later:
+    """The deletes a save leaves to the background writer (session_backup_async), run there as
+    flows of their own on real answers (`flows`): a node that cannot be reached is owed its
+    delete (owed.py), and a failed delete on one node does not stop the tombstones and deletes
+    on the others, as with synchronous writes. (Run inside a save whose writes are answered
+    "done" in advance, they could not decide: a logout whose node failed after the load left
+    the backup copy live, and the logged-out session was served again at once.)
+
+    `ended`: ids a logout or login retired, deleted whatever happens to the save's writes.
+    `moved`: ids the session moved away from (takeover, relocation), deleted only once the
+    session is stored under its new id (its record and validity on its node; a backup copy
+    that fails does not count, as with synchronous writes): until then the old id's copies are
+    the only stored ones."""
+
+    ended: list[SessionId] = dataclasses.field(default_factory=list)
+    moved: list[SessionId] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.ended or self.moved)
+
+    def flows(self, ctx: Context, stored: bool) -> list[Flow[None]]:
+        """The deletes to make once the save's writes ran; `stored`: the session is stored
+        under its new id (its writes on its node succeeded)."""
+        todo = [delete(ctx, sid, sticky=True) for sid in self.ended]
+        if stored:
+            todo += [delete(ctx, sid, moved=True, sticky=True) for sid in self.moved]
+        elif self.moved:
+            ctx.events.append(
+                f"the writes under a new id failed: {', '.join(map(str, self.moved))} keeps its"
+                " copies (the only stored ones) until they expire"
+            )
+        return todo
+
+
+def _drop(ctx: Context, sid: SessionId, moved: bool, later: Later | None) -> Flow[None]:
+    """Delete `sid` (writes.delete, sticky) now, or leave it to `later`."""
+    if later is None:
+        yield from delete(ctx, sid, moved=moved, sticky=True)
+    else:
+        (later.moved if moved else later.ended).append(sid)
+
+
+@dataclass(slots=True)
 class Stored:
     """A save's outcome and the entry to cache (None: drop the cached copy).
 
@@ -235,11 +279,14 @@ class Stored:
     entry: Entry | None
 
 
-def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
+def save(
+    ctx: Context, session: Session, entry: Entry | None, later: Later | None = None
+) -> Flow[Stored]:
     """Write what the request changed (see the module docstring). `entry` is the cached copy
-    under the session's id, if any; without one the save writes the record."""
+    under the session's id, if any; without one the save writes the record. With `later`, the
+    deletes of ids the save ends or moves away from are left there (see Later)."""
     for old in session.retired:
-        yield from delete(ctx, old, sticky=True)
+        yield from _drop(ctx, old, False, later)
     session.retired.clear()
     if session.is_new and not session.modified:
         return Stored(Saved("skipped"), None)
@@ -282,7 +329,7 @@ def save(ctx: Context, session: Session, entry: Entry | None) -> Flow[Stored]:
             yield Set(backup, keys.backup_validity, encoded, _vttl(ctx, session), noreply=True)
         for stale in (replaces, None if was_new else sid):
             if stale is not None and stale != session.sid:
-                yield from delete(ctx, stale, moved=True, sticky=True)
+                yield from _drop(ctx, stale, True, later)
         kept = Entry(session.sid, session.data, new_record, session.this_accessed, stamp)
     elif status == "kept":
         ctx.events.append(f"no cache node took {sid}: kept in memory, written when one is back")
