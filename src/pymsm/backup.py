@@ -41,7 +41,9 @@ class Batch:
 
     def stored(self, failed: Op | None) -> bool:
         """Is the session stored on `home`, `failed` being the write the batch stopped at?"""
-        return self.home is not None and getattr(failed, "node", self.home) != self.home
+        return self.home is not None and (
+            failed is None or getattr(failed, "node", None) != self.home
+        )
 
 
 class _Counts:

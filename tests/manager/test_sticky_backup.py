@@ -177,6 +177,25 @@ def test_a_logout_whose_node_fails_after_the_load_ends_the_session_everywhere(
     other.close()
 
 
+def test_a_takeover_deletes_the_old_id_once_the_new_one_is_written(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    app1 = SessionManager(stores=stores, clock=clock, **sticky_settings("app1"))
+    app2 = queued("app2", stores, clock)
+    _, old = request(app1, None, put("v", 1))
+    clock.now += 1
+    _, new = request(app2, old, put("v", 2))
+    flushed(app2)
+    assert old is not None and new is not None and new.endswith(".app2")
+    assert stored_data(stores["n1"], new) == {"v": 2}
+    assert old not in stores["n2"].items and "tomb:" + old in stores["n2"].items
+    assert "bak:" + old not in stores["n1"].items and "tomb:" + old in stores["n1"].items
+    replayed, _ = request(app1, old)  # held in app1's memory: the tombstone validity ends it
+    assert replayed.is_new and dict(replayed) == {}
+    app1.close()
+    app2.close()
+
+
 def test_a_takeover_whose_old_node_fails_after_the_load_moves_the_session_for_good(
     stores: dict[str, MemoryStore], clock: Clock
 ) -> None:
