@@ -19,6 +19,7 @@ import hypothesis.strategies as st
 from hypothesis.stateful import Bundle, consumes, precondition, rule
 
 from pymsm import AsyncSessionManager, SessionManager
+from pymsm.backup import BackupWriter, Batch
 from pymsm.core.session import Session
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
@@ -51,6 +52,8 @@ class StickyCluster(SeededMachine):
         # ids the client held before a takeover or a move gave it another (a replayed or
         # stolen cookie, a request that was in flight may still carry them)
         self.left_behind: list[str] = []
+        # ids left behind whose copies stay by design (AsyncBackupStickyCluster below)
+        self.kept: set[str] = set()
 
     cache_size: dict[str, int] = {}  # (the default sticky cache)
 
@@ -74,6 +77,15 @@ class StickyCluster(SeededMachine):
 
     def _close(self, process: int) -> None:
         self.apps[process].close()
+
+    def _kept(self, sid: str) -> bool:
+        """An id left behind that may still load by design (see AsyncBackupStickyCluster)."""
+        return sid in self.kept
+
+    def _settle_writes(self) -> None:
+        """Writes still waiting in a background queue are made now (AsyncBackupStickyCluster):
+        before the clock jumps past the idle timeout (no real queue waits that long), and
+        before a replay decides what it may expect."""
 
     def _serve(
         self, process: int, cookie: str | None, change: int | None, data: Any = None
@@ -232,13 +244,15 @@ class StickyCluster(SeededMachine):
         process owes a reachable node a delete of it (invariants 5 and 6). The session may
         have come back to it (ids keep their base): then it is the live session."""
         sid = self.left_behind[pick % len(self.left_behind)]
-        if sid in self.expected or sid in self.forfeited or self._owed(sid):
+        self._settle_writes()  # (before the exemptions: it may add some)
+        if sid in self.expected or sid in self.forfeited or self._kept(sid) or self._owed(sid):
             return
         self.clock.now += 0.002
         session = self._load(process, sid)
         assert session.is_new and dict(session) == {}, f"{sid} loaded {dict(session)} on {process}"
 
     def _replay_ended(self, sid: str, process: int) -> None:
+        self._settle_writes()  # (before the exemptions: it may add some)
         if sid in self.exposed and (sid in self.forfeited or self._owed(sid)):
             return
         self.clock.now += 0.002
@@ -259,8 +273,8 @@ class StickyCluster(SeededMachine):
         """The process dies (its memory with it, and the deletes it owes) and a new one takes
         its place."""
         app = self.apps[process]
+        self._close(process)  # (which drains a background queue: its deletes may owe too)
         self.forfeited.update(str(d.sid) for node in self.stores for d in app.owed.of(node))
-        self._close(process)
         self.apps[process] = self._start(process)
 
     @precondition(lambda self: self.cut is None and not self.single)
@@ -278,6 +292,7 @@ class StickyCluster(SeededMachine):
     def idle_timeout_passes(self) -> None:
         """No request for longer than the idle timeout (600 s): every session expired, in every
         process's memory and on every node (invariant 6)."""
+        self._settle_writes()
         self.clock.now += 601
         for cookie in self.expected:
             self.expected[cookie] = None
@@ -319,6 +334,110 @@ class AsyncStickyCluster(StickyCluster):
         self.on_loop.stop()
 
 
+class HeldWriter(BackupWriter):
+    """The background writer of `session_backup_async`, writing only when told (`flush`): the
+    model decides when the writes a save queued reach the stores. Same batches, same checks."""
+
+    def __init__(self, real: BackupWriter) -> None:
+        real.close()  # (its thread)
+        super(BackupWriter, self).__init__(real.size)
+        self._execute = real._execute
+        self.held: list[Batch] = []
+
+    def submit(self, batch: Batch) -> bool:
+        if len(self.held) >= self.size:
+            return self._drop()
+        self.held.append(batch)
+        return True
+
+    def flush(self) -> None:
+        while self.held:
+            self._write(self.held.pop(0))
+
+    def close(self, timeout: float = 0) -> None:
+        self.flush()
+
+
+class AsyncBackupStickyCluster(StickyCluster):
+    """The same model with `session_backup_async=True`: a save's writes, and the deletes it
+    leaves for after them (a logout's, a takeover's), wait in the process's queue until the
+    next request starts (in any process) or the process closes. So every cut and heal happens
+    while the last request's writes wait: the background writer meets failures its request
+    never saw (the window in which a logout whose node failed used to leave the session live).
+
+    What async backup gives up, and so what is not checked: a write that fails in the
+    background is in its process's memory only, until that process's next request of the
+    session writes it again, so other processes may serve the older stored copy. The data a
+    client reads is not checked once its session had writes waiting while a node was cut off
+    (`doubt`), and such an id may live on in that memory: another process that found nothing
+    stored gave the client a new session, and a logout there ended that one. Invariants 6 and 7
+    (ended and forged ids never load) are checked as before for every other id, and an id left
+    behind by a move whose writes waited during a cut keeps its copies if the write under the
+    new id failed (`kept`, core/sticky.Later)."""
+
+    def __init__(self) -> None:
+        self.doubt: set[str] = set()  # cookies whose data the model no longer predicts
+        self.waiting: set[str] = set()  # cookies written by requests whose writes wait
+        self.waiting_ended: set[str] = set()  # ids ended by requests whose deletes wait
+        self.left_flushed = 0  # left_behind[left_flushed:] moved by writes that wait
+        super().__init__()
+
+    def _start(self, process: int) -> Any:
+        manager = SessionManager(
+            stores=self.stores,  # type: ignore[arg-type]
+            clock=self.clock,
+            session_backup_async=True,
+            **sticky_settings(ROUTES[process]),
+        )
+        manager._sticky.writer = HeldWriter(manager._sticky.writer)
+        return manager
+
+    def _settle_writes(self) -> None:
+        """Every process's queue is written; what waited while a node was cut off is marked."""
+        if self.cut is not None:
+            self.doubt |= self.waiting
+            self.exposed |= self.waiting_ended
+            self.kept.update(self.left_behind[self.left_flushed :])
+        for app in self.apps:
+            app._sticky.writer.flush()
+        self.waiting.clear()
+        self.waiting_ended.clear()
+        self.left_flushed = len(self.left_behind)
+
+    def _load(self, process: int, cookie: str | None) -> Session:
+        self._settle_writes()
+        return super()._load(process, cookie)
+
+    def _close(self, process: int) -> None:
+        self._settle_writes()
+        super()._close(process)
+
+    def _serve(
+        self, process: int, cookie: str | None, change: int | None, data: Any = None
+    ) -> tuple[Any, str]:
+        session, new = super()._serve(process, cookie, change, data)
+        if change is not None or new != cookie:
+            self.waiting.add(new)
+        if cookie in self.doubt and change is None:
+            self.doubt.add(new)  # (a change is a fresh write: known again once written)
+        return session, new
+
+    def _written(self, old: str | None, new: str) -> None:
+        super()._written(old, new)
+        self.waiting.add(new)
+
+    def _ended(self, sid: str) -> None:
+        super()._ended(sid)
+        self.waiting_ended.add(sid)
+
+    def _kept(self, sid: str) -> bool:
+        return sid in self.kept or sid in self.doubt
+
+    def _check(self, cookie: str, session: Session, data: Any, process: int) -> None:
+        if cookie not in self.doubt:
+            super()._check(cookie, session, data, process)
+
+
 class SmallCacheStickyCluster(StickyCluster):
     """The same model with room for two sessions per process: many requests find their session
     evicted, and load it from the store as a process that never held it."""
@@ -329,6 +448,8 @@ class SmallCacheStickyCluster(StickyCluster):
 StickyCluster.TestCase.settings = SETTINGS
 AsyncStickyCluster.TestCase.settings = SETTINGS
 SmallCacheStickyCluster.TestCase.settings = SETTINGS
+AsyncBackupStickyCluster.TestCase.settings = SETTINGS
 test_sticky_model = StickyCluster.TestCase
 test_async_sticky_model = AsyncStickyCluster.TestCase
 test_small_cache_sticky_model = SmallCacheStickyCluster.TestCase
+test_async_backup_sticky_model = AsyncBackupStickyCluster.TestCase
