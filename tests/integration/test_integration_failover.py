@@ -404,3 +404,48 @@ def test_key_injection_never_reaches_the_store(memcached_nodes: Nodes, cookie: s
     session = manager.load(cookie)
     assert session.is_new and session.load_status == "new"
     assert manager.load(sid)["a"] == 1  # nothing was flushed or overwritten
+
+
+def test_async_backup_a_logout_whose_node_is_cut_off_after_the_load_ends_the_session(
+    partitionable_pair: Cluster,
+) -> None:
+    """Sticky mode with `session_backup_async`: the session's node is cut off between the
+    logout's load and its background write. The writer makes the logout's deletes on real
+    answers (core/sticky.Later): the backup copy on the other node goes, after its tombstone,
+    so neither this process nor another one behind the route that holds the session in memory
+    serves it again; the node that missed the delete is owed it, and gets it once back."""
+    servers, proxies = partitionable_pair
+    crossed = {"sticky": True, "route": "app1", "failover_nodes": "n1", "node_dead_timeout": 0.5}
+    app = through(partitionable_pair, session_backup_async=True, **crossed)
+    other = through(partitionable_pair, **crossed)  # a second process behind the route
+    assert app._sticky is not None
+    cookie = new_session(app, user="ann")
+    app._sticky.flush()
+    assert other.load(cookie)["user"] == "ann"  # now in its memory too
+    sid = SessionId.parse(cookie)
+    home, backup = (by_name(servers, name) for name in ("n2", "n1"))
+    assert sid.node == "n2"  # app1 keeps its sessions on the other host's node
+    keys = Keys.of("", sid)
+    session = app.load(cookie)
+    assert session["user"] == "ann"
+    proxies[servers.index(home)].cut()
+    session.invalidate()
+    app.save(session)
+    app.release(session)
+    app._sticky.flush()
+    assert raw(backup).get(keys.backup) is None and raw(backup).get(keys.tomb) is not None
+    assert [d.sid for d in app.owed.of("n2")] == [sid]
+    for manager in (app, other):
+        again = manager.load(cookie)
+        assert again.is_new and dict(again) == {}
+    proxies[servers.index(home)].heal()
+    time.sleep(app.config.node_dead_timeout + 0.1)
+    for _ in range(30):  # requests go on; one reaches n2 again and its end pays the debt
+        session = app.open(None)
+        session["other"] = 1
+        app.save(session)
+        app._sticky.flush()
+        app.release(session)
+        if not app.owed.of("n2"):
+            break
+    assert app.owed.of("n2") == [] and raw(home).get(keys.record) is None
