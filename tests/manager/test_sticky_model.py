@@ -19,7 +19,7 @@ import hypothesis.strategies as st
 from hypothesis.stateful import Bundle, consumes, precondition, rule
 
 from pymsm import AsyncSessionManager, SessionManager
-from pymsm.backup import BackupWriter, Batch
+from pymsm.backup import AsyncBackupWriter, BackupWriter, Batch
 from pymsm.core.session import Session
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
@@ -399,10 +399,13 @@ class AsyncBackupStickyCluster(StickyCluster):
             self.exposed |= self.waiting_ended
             self.kept.update(self.left_behind[self.left_flushed :])
         for app in self.apps:
-            app._sticky.writer.flush()
+            self._flush(app)
         self.waiting.clear()
         self.waiting_ended.clear()
         self.left_flushed = len(self.left_behind)
+
+    def _flush(self, app: Any) -> None:
+        app._sticky.writer.flush()
 
     def _load(self, process: int, cookie: str | None) -> Session:
         self._settle_writes()
@@ -438,6 +441,45 @@ class AsyncBackupStickyCluster(StickyCluster):
             super()._check(cookie, session, data, process)
 
 
+class AsyncHeldWriter(AsyncBackupWriter):
+    """HeldWriter's asyncio twin: AsyncBackupWriter's batches, written when told."""
+
+    def __init__(self, real: AsyncBackupWriter) -> None:
+        super().__init__(real._execute, real.size)
+        self.held: list[Batch] = []
+
+    def submit(self, batch: Batch) -> bool:
+        if len(self.held) >= self.size:
+            return self._drop()
+        self.held.append(batch)
+        return True
+
+    async def flush(self) -> None:
+        while self.held:
+            await self._write(self.held.pop(0))
+
+    async def close(self, timeout: float = 0) -> None:
+        await self.flush()
+
+
+class AsyncBackupAsyncStickyCluster(AsyncBackupStickyCluster, AsyncStickyCluster):
+    """AsyncBackupStickyCluster through AsyncSessionManager (its writer is an asyncio task)."""
+
+    def _start(self, process: int) -> Any:
+        stores = {name: AsyncMemoryStore(store) for name, store in self.stores.items()}
+        manager = AsyncSessionManager(
+            stores=stores,  # type: ignore[arg-type]
+            clock=self.clock,
+            session_backup_async=True,
+            **sticky_settings(ROUTES[process]),
+        )
+        manager._sticky.writer = AsyncHeldWriter(manager._sticky.writer)
+        return manager
+
+    def _flush(self, app: Any) -> None:
+        self.on_loop.loop.run_until_complete(app._sticky.writer.flush())
+
+
 class SmallCacheStickyCluster(StickyCluster):
     """The same model with room for two sessions per process: many requests find their session
     evicted, and load it from the store as a process that never held it."""
@@ -449,7 +491,9 @@ StickyCluster.TestCase.settings = SETTINGS
 AsyncStickyCluster.TestCase.settings = SETTINGS
 SmallCacheStickyCluster.TestCase.settings = SETTINGS
 AsyncBackupStickyCluster.TestCase.settings = SETTINGS
+AsyncBackupAsyncStickyCluster.TestCase.settings = SETTINGS
 test_sticky_model = StickyCluster.TestCase
 test_async_sticky_model = AsyncStickyCluster.TestCase
 test_small_cache_sticky_model = SmallCacheStickyCluster.TestCase
 test_async_backup_sticky_model = AsyncBackupStickyCluster.TestCase
+test_async_backup_async_sticky_model = AsyncBackupAsyncStickyCluster.TestCase
