@@ -7,12 +7,17 @@ deletes of the ids it ended or moved away from, core/sticky.Later). When the que
 batch is dropped, counted and logged; the process still holds the session in memory and its next
 save writes it again (the sticky load sees the store's validity stamp behind its own and forces
 it), and the caller makes the batch's deletes of ended ids at once (a logout is never dropped).
-`close()` drains the queue before returning.
+`close()` drains the queue before returning. The thread's writer also drains at the
+interpreter's exit (atexit) when nobody called `close()`: a gunicorn worker that exits
+gracefully (a deploy, `max_requests`) runs no app code at its end, and its daemon thread would
+die with the batches of its last requests, logouts included. The asyncio writer cannot: its
+loop is gone by then; the ASGI middleware closes it at lifespan shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import queue
@@ -94,6 +99,7 @@ class BackupWriter(_Counts):
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="pymsm-backup", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # (see the module docstring)
 
     def submit(self, batch: Batch) -> bool:
         """Queue a batch without blocking; False (counted, logged) when the queue is full."""
@@ -135,6 +141,7 @@ class BackupWriter(_Counts):
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._queue.put(None)  # after every queued batch
         self._thread.join(timeout)
         if self._thread.is_alive():
