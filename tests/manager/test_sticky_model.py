@@ -20,6 +20,7 @@ from hypothesis.stateful import Bundle, consumes, precondition, rule
 
 from pymsm import AsyncSessionManager, SessionManager
 from pymsm.backup import AsyncBackupWriter, BackupWriter, Batch
+from pymsm.core.ids import SessionId
 from pymsm.core.session import Session
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
@@ -428,6 +429,28 @@ class AsyncBackupStickyCluster(StickyCluster):
     def _written(self, old: str | None, new: str) -> None:
         super()._written(old, new)
         self.waiting.add(new)
+
+    @precondition(lambda self: self.cut is None)
+    @rule(target=StickyCluster.cookies, cookie=consumes(StickyCluster.cookies), process=PROCESSES)
+    def background_write_times_out(self, cookie: str, process: int) -> str:
+        """A change whose record write times out in the background (the request never sees
+        it): the process keeps the session in memory, and its next request of it writes it
+        again (the stored stamp is behind its own). Until then other processes may read the
+        older copy, so its data is no longer predicted (`doubt`); its ids are still checked."""
+        data = self.expected.pop(cookie)
+        self._settle_writes()
+        _, new = self._serve(process, cookie, -1, data)
+        home = self.stores[str(SessionId.parse(new).node)]
+        home.fail_next(1, StoreTimeout("injected timeout in the background", home.name))
+        self._flush(self.apps[process])
+        home.clear_failures()
+        self.clock.now += 11  # past the dead time, as after the sync rule's timeout
+        self.expected[new] = {"v": -1}
+        self.doubt.add(new)
+        if new != cookie:
+            self.left_behind.append(cookie)
+            self.kept.add(cookie)  # (its move's write failed: the old id keeps its copies)
+        return new
 
     def _ended(self, sid: str) -> None:
         super()._ended(sid)
