@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from pymsm import LockTimeout, SessionManager
+from pymsm.core.ids import SessionId
 from pymsm.core.ops import Gets
+from pymsm.core.optimistic import MAX_RETRIES
 from pymsm.locks import AsyncLocalLocks, LocalLocks
 from pymsm.stores.memory import MemoryStore
 
@@ -111,6 +115,100 @@ def test_a_logout_is_never_undone_by_an_in_flight_write() -> None:
     assert not any(
         k.endswith(sid) and not k.startswith("tomb:") for s in stores.values() for k in s.items
     )
+
+
+class Interfering(MemoryStore):
+    """Lets a test act as another process at an exact moment: `arm(op, n, act)` runs `act`
+    right before the n-th next call of `op` ("gets" or "cas") on this node. `refuse` makes
+    every cas fail as if another writer always got there first (a hot session)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.armed: tuple[str, int, Callable[[], None]] | None = None
+        self.refuse = False
+
+    def arm(self, op: str, n: int, act: Callable[[], None]) -> None:
+        self.armed = (op, n, act)
+
+    def _before(self, op: str) -> None:
+        if self.armed is not None and self.armed[0] == op:
+            name, n, act = self.armed
+            self.armed = (name, n - 1, act) if n > 1 else None
+            if n == 1:
+                act()
+
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+        self._before("gets")
+        return super().gets_many(keys)
+
+    def cas(self, key: str, value: bytes, ttl: int, token: int) -> bool | None:
+        self._before("cas")
+        if self.refuse and self._live(key) is not None:
+            return False
+        return super().cas(key, value, ttl, token)
+
+
+def interfering() -> tuple[SessionManager, SessionManager, dict[str, Interfering]]:
+    """A manager, another process's manager on the same nodes, and the nodes."""
+    stores = {"n1": Interfering("n1"), "n2": Interfering("n2")}
+    mine = SessionManager(memcached_nodes=NODES, stores=stores)
+    return mine, SessionManager(memcached_nodes=NODES, stores=stores), stores
+
+
+def logout_by(other: SessionManager, sid: str) -> Callable[[], None]:
+    def act() -> None:
+        session = other.load(sid)
+        session.invalidate()
+        other.save(session)
+
+    return act
+
+
+@pytest.mark.parametrize(
+    ("op", "n"),
+    [("gets", 1), ("cas", 2)],
+    ids=["before the re-read", "between the re-read and the second cas"],
+)
+def test_a_logout_during_the_merge_of_a_refused_cas_is_not_undone(op: str, n: int) -> None:
+    """The write conflicted (another request saved first) and is being merged when another
+    process logs out: the merge answers "gone" and nothing comes back (invariant 6)."""
+    mine, other, stores = interfering()
+    sid = created(mine, user="ann", n=0)
+    first, second = mine.load(sid), mine.load(sid)
+    first["n"] = 1
+    assert mine.save(first).status == "stored"
+    second["cart"] = ["book"]  # its cas is refused (first saved since its load): a merge
+    stores[str(SessionId.parse(sid).node)].arm(op, n, logout_by(other, sid))
+    saved = mine.save(second)
+    assert (saved.status, saved.reason) == (
+        "gone",
+        "deleted meanwhile (logout or expiry); not resurrected",
+    )
+    assert mine.stats["cas_conflict"] == 1 and mine.stats["save_gone"] == 1
+    assert mine.load(sid).load_status == "missing" and other.load(sid).is_new
+    assert not any(
+        k.endswith(sid) and not k.startswith("tomb:") for s in stores.values() for k in s.items
+    )
+
+
+def test_a_hot_session_gives_up_after_its_retries_and_keeps_what_is_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every retry conflicts again: after MAX_RETRIES the save fails, counted and logged with
+    the reason, and the stored record is the last one that was stored (nothing is lost)."""
+    mine, _, stores = interfering()
+    sid = created(mine, user="ann")
+    session = mine.load(sid)
+    session["cart"] = ["book"]
+    stores[str(SessionId.parse(sid).node)].refuse = True
+    with caplog.at_level(logging.ERROR, logger="pymsm"):
+        saved = mine.save(session)
+    assert saved.status == "failed" and "concurrent writes could not be merged" in saved.reason
+    assert mine.stats["cas_retry"] == MAX_RETRIES and mine.stats["cas_exhausted"] == 1
+    assert "was not stored" in caplog.text
+    for store in stores.values():
+        store.refuse = False
+    assert stored(mine, sid) == {"user": "ann"}
 
 
 def test_a_backup_written_after_the_logout_is_not_brought_back() -> None:
