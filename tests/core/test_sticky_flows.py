@@ -4,6 +4,7 @@ lists n1 as failover node, app2 the other way round)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -462,3 +463,87 @@ def test_a_process_reloads_a_session_that_came_back_to_an_id_it_had_moved_from(
     stores["n2"].down = True
     session, _ = request(a, first, read)
     assert dict(session) == {"user": "bob"}
+
+
+# -- the save's outcomes other than "stored" (coverage found them untested in sticky mode) --------
+
+
+def test_a_logout_elsewhere_between_the_load_and_the_save_is_not_undone(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """The process serves its copy (the validity read before the logout), another process
+    logs the session out, then the first saves a change: its write is a replace, refused, so
+    the save answers "gone", nothing comes back, and the process drops its copy."""
+    app1, other = app("app1", stores, clock), app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    session = app1.open(cookie)
+    assert session["user"] == "ann" and session.load_status == "local"
+    request(other, cookie, lambda s: s.invalidate())
+    session["cart"] = "book"
+    assert app1.save(session).status == "gone"
+    app1.release(session)
+    assert cookie is not None and not any(
+        k.endswith(cookie) and not k.startswith(("tomb:", "validity:"))
+        for store in stores.values()
+        for k in store.items
+    )
+    again, _ = request(app1, cookie)
+    assert again.is_new and dict(again) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("x" * (2 * 1024 * 1024), "too large"), (object(), "")],
+    ids=["over the item size limit", "a value the codec cannot encode"],
+)
+def test_a_change_that_cannot_be_stored_keeps_the_stored_version(
+    stores: dict[str, MemoryStore],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    value: Any,
+    says: str,
+) -> None:
+    """The save fails with the reason in the log; the stored version stays, and the process
+    drops its copy (the change is not served as if stored): the next request reads the stored
+    version, here and in another process."""
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    session = app1.open(cookie)
+    session["big"] = value
+    with caplog.at_level(logging.ERROR, logger="pymsm"):
+        assert app1.save(session).status == "failed"
+    app1.release(session)
+    assert "was not stored" in caplog.text and says in caplog.text
+    for process in (app1, app("app1", stores, clock)):
+        again, same = request(process, cookie)
+        assert same == cookie and dict(again) == {"user": "ann"}
+
+
+def test_a_corrupt_validity_is_read_as_missing(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """A validity record that fails to decode counts as absent (as after a node restarted
+    empty): the backup copies decide, memory is served, and the next save writes it again."""
+    app1 = app("app1", stores, clock)
+    _, cookie = request(app1, None, put("user", "ann"))
+    assert cookie is not None
+    stores["n2"].set("validity:" + cookie, b"garbage", 600)
+    session, same = request(app1, cookie, put("n", 1))
+    assert same == cookie and dict(session) == {"user": "ann", "n": 1}
+    fresh, _ = request(app("app1", stores, clock), cookie)  # a process that never held it
+    assert dict(fresh) == {"user": "ann", "n": 1}
+
+
+def test_sessions_that_never_expire_never_rewrite_their_validity(
+    stores: dict[str, MemoryStore], clock: Clock
+) -> None:
+    """max_inactive_interval <= 0: the stored validity has no lifetime to extend, so an
+    unchanged request only reads it, however much time passes."""
+    settings = {**sticky_settings("app1"), "max_inactive_interval": 0}
+    app1 = SessionManager(stores=stores, clock=clock, **settings)
+    _, cookie = request(app1, None, put("user", "ann"))
+    calls(stores)
+    clock.now += 40 * 24 * 3600
+    session, same = request(app1, cookie, lambda s: s["user"])
+    assert same == cookie and session["user"] == "ann"
+    assert calls(stores) == {"get_many": 1}
