@@ -13,6 +13,7 @@ the layout against real memcached and app processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import hypothesis.strategies as st
@@ -335,7 +336,22 @@ class AsyncStickyCluster(StickyCluster):
         self.on_loop.stop()
 
 
-class HeldWriter(BackupWriter):
+class Holding:
+    """What the held writers share: a save's batch waits in `held`, in order, until the model
+    flushes it; past the queue's size it is dropped, counted and logged, as the real ones do."""
+
+    held: list[Batch]
+    size: int
+    _drop: Callable[[], bool]  # (the writers' own, from pymsm.backup)
+
+    def submit(self, batch: Batch) -> bool:
+        if len(self.held) >= self.size:
+            return self._drop()
+        self.held.append(batch)
+        return True
+
+
+class HeldWriter(Holding, BackupWriter):
     """The background writer of `session_backup_async`, writing only when told (`flush`): the
     model decides when the writes a save queued reach the stores. Same batches, same checks."""
 
@@ -343,13 +359,7 @@ class HeldWriter(BackupWriter):
         real.close()  # (its thread)
         super(BackupWriter, self).__init__(real.size)
         self._execute = real._execute
-        self.held: list[Batch] = []
-
-    def submit(self, batch: Batch) -> bool:
-        if len(self.held) >= self.size:
-            return self._drop()
-        self.held.append(batch)
-        return True
+        self.held = []
 
     def flush(self) -> None:
         while self.held:
@@ -464,18 +474,12 @@ class AsyncBackupStickyCluster(StickyCluster):
             super()._check(cookie, session, data, process)
 
 
-class AsyncHeldWriter(AsyncBackupWriter):
+class AsyncHeldWriter(Holding, AsyncBackupWriter):
     """HeldWriter's asyncio twin: AsyncBackupWriter's batches, written when told."""
 
     def __init__(self, real: AsyncBackupWriter) -> None:
-        super().__init__(real._execute, real.size)
-        self.held: list[Batch] = []
-
-    def submit(self, batch: Batch) -> bool:
-        if len(self.held) >= self.size:
-            return self._drop()
-        self.held.append(batch)
-        return True
+        AsyncBackupWriter.__init__(self, real._execute, real.size)
+        self.held = []
 
     async def flush(self) -> None:
         while self.held:
