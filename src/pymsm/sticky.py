@@ -138,9 +138,11 @@ class _StickyCache(Generic[M]):
         session moved from keep their copies (the writes under the new id were not made)."""
         if self.writer is None or saving.batch is None or saving.later is None:
             return None
-        home = stored.entry.sid.node if stored.entry is not None else None
+        home = None  # the node the session is stored on once the batch's writes there succeed
+        if stored.entry is not None and stored.saved.status == "stored":
+            home = saving.ctx.node_of(stored.entry.sid)  # (the only node when ids name none)
         after = self._after(saving.later, saving.ctx.fork()) if saving.later else None
-        batch = Batch(saving.batch, home if stored.saved.status == "stored" else None, after)
+        batch = Batch(saving.batch, home, after)
         if self.writer.submit(batch):
             return None
         self.manager.stats["backup_dropped"] += 1

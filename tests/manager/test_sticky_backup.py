@@ -196,6 +196,23 @@ def test_a_takeover_deletes_the_old_id_once_the_new_one_is_written(
     app2.close()
 
 
+def test_with_one_node_a_takeover_deletes_the_old_id_too(clock: Clock) -> None:
+    """Ids name no node when there is only one: the writes to it decide all the same."""
+    stores = {"default": MemoryStore("default", clock)}  # (an unnamed node's name)
+    one = {"memcached_nodes": "127.0.0.1:1", "sticky": True, "session_backup_async": True}
+    app1 = SessionManager(stores=stores, clock=clock, route="app1", **one)  # type: ignore[arg-type]
+    app2 = SessionManager(stores=stores, clock=clock, route="app2", **one)  # type: ignore[arg-type]
+    _, old = request(app1, None, put("v", 1))
+    flushed(app1)
+    _, new = request(app2, old, put("v", 2))
+    flushed(app2)
+    assert old is not None and new is not None and new.endswith(".app2") and "-" not in new
+    assert old not in stores["default"].items and "tomb:" + old in stores["default"].items
+    assert request(app1, old)[0].is_new
+    app1.close()
+    app2.close()
+
+
 def test_a_takeover_whose_old_node_fails_after_the_load_moves_the_session_for_good(
     stores: dict[str, MemoryStore], clock: Clock
 ) -> None:
