@@ -11,7 +11,7 @@ import pytest
 from pymsm import SessionManager
 from pymsm.core import flows
 from pymsm.core.flows import Keys
-from pymsm.core.records import moved_at
+from pymsm.core.records import moved_at, moved_mark
 from pymsm.exceptions import StoreTimeout
 from pymsm.stores.memory import MemoryStore
 from support.clock import Clock
@@ -324,6 +324,37 @@ def test_the_id_a_relocation_left_is_not_refilled_from_a_copy_older_than_the_mov
     replayed = other.load(sid)
     assert replayed.is_new and dict(replayed) == {}
     assert manager.load(session.id)["v"] == 2
+
+
+@pytest.mark.parametrize(
+    ("moved", "served"),
+    [(+1, False), (-1, True)],
+    ids=["a copy older than the move is not refilled", "a copy newer than the move is live"],
+)
+def test_the_primary_s_move_tombstone_decides_a_refill_its_backup_nodes_cannot(
+    clock: Clock, moved: int, served: bool
+) -> None:
+    """The state a move leaves when the backup node missed it (cut off then; the process owes
+    it the delete): on the id's node, the move's tombstone and no record; on the backup node,
+    the old copy and no tombstone. A load of the old id finds that copy, and only the primary's
+    tombstone can tell it from a copy the session wrote after coming back to the id (ids keep
+    their base): older than the move, it is not refilled; newer, it is the live session."""
+    manager, stores = cluster(clock)
+    sid = manager.parse_id(stored_session(manager, v=1))
+    assert sid is not None and sid.node is not None
+    keys = Keys.of("", sid)
+    home = stores[sid.node]
+    backup = next(s for name, s in stores.items() if name != sid.node)
+    assert keys.backup in backup.items
+    written = int(clock.now * 1000)
+    clock.now += 5
+    home.delete(keys.record)
+    home.delete(keys.validity)
+    home.set(keys.tomb, moved_mark(written + moved), 600)
+    loaded = manager.load(str(sid))
+    assert (dict(loaded) == {"v": 1}) is served and loaded.is_new is not served
+    assert (keys.record in home.items) is served  # refilled only when live
+    assert keys.backup in backup.items  # nothing deleted either way
 
 
 def test_attribute_filter_stores_only_matching_names(clock: Clock) -> None:
