@@ -80,6 +80,32 @@ class TestSessionStoreContract:
         session.delete(key)
         assert not session.exists(key)
 
+    def test_keys_deleted_or_popped_in_a_later_request_stay_deleted(
+        self, session: SessionStore
+    ) -> None:
+        session.update({"a": 1, "b": 2, "c": [3]})
+        session.save()
+        later = SessionStore(session.session_key)
+        del later["a"]
+        assert later.pop("c") == [3]
+        later.save()
+        assert dict(SessionStore(session.session_key).items()) == {"b": 2}
+
+    def test_a_store_saved_without_being_read_keeps_the_stored_data(
+        self, session: SessionStore
+    ) -> None:
+        """`save()` on a store for an existing key that nothing read: the stored attributes
+        stay; for a key deleted meanwhile, Django's UpdateError (nothing is created)."""
+        session["a"] = 1
+        session.save()
+        key = session.session_key
+        SessionStore(key).save()
+        assert dict(SessionStore(key).items()) == {"a": 1}
+        session.delete(key)
+        with pytest.raises(UpdateError):
+            SessionStore(key).save()
+        assert not session.exists(key)
+
     def test_flush(self, session: SessionStore) -> None:
         session["foo"] = "bar"
         session.save()
