@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pymsm import SessionManager
 from pymsm.core.ids import SessionId
 from pymsm.core.nodes import Health
-from pymsm.core.owed import Debt, Owed, _missed_move
+from pymsm.core.owed import Debt, Owed, _missed_move, owe
 from pymsm.core.records import (
     ENDED,
     TOMBSTONE,
@@ -80,3 +81,16 @@ def test_a_paid_move_writes_its_tombstone_only_where_nothing_stronger_or_newer_i
     assert not _missed_move(moved_mark(at + 1), at)
     assert not _missed_move(ENDED, at)
     assert moved_at(moved_mark(at)) == at and moved_at(ENDED) is None and moved_at(b"mx") is None
+
+
+def test_owing_past_the_limit_counts_and_says_the_oldest_are_forgotten() -> None:
+    """`owe` (what the flows call) reports what the limit pushed out: counted as owed_dropped
+    and a log line naming the node and the limit."""
+    manager = SessionManager(memcached_nodes="n1:127.0.0.1:1,n2:127.0.0.1:2")
+    manager.owed.limit = 1
+    ctx = manager.context()
+    owe(ctx, "n1", SID, ended=True)
+    owe(ctx, "n1", OTHER, ended=True)
+    assert ctx.counts["owed_added"] == 2 and ctx.counts["owed_dropped"] == 1
+    assert ctx.events == ["n1 is owed more than 1 deletes: the oldest are forgotten"]
+    assert [d.sid for d in manager.owed.of("n1")] == [OTHER]
