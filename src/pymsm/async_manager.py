@@ -179,12 +179,15 @@ class AsyncSessionManager(_Base):
             await self.run(flow)
 
     async def close(self) -> None:
-        """Drain the sticky backup queue (session_backup_async), then close every store's
-        connections (a store reconnects when used again). One failing does not leave the others
-        open: the first error is raised once all were tried."""
+        """Drain the sticky backup queue (session_backup_async), make the deletes owed to nodes
+        that answer again (core/owed.py), then close every store's connections (a store
+        reconnects when used again). One failing does not leave the others open: the first
+        error is raised once all were tried."""
         try:
             if self._sticky is not None:
                 await self._sticky.close()
+            for ctx, node, debts in self.owed_at_close():
+                self.owed_settled(ctx, node, await self.run(owed.settle(ctx, node, debts)))
         finally:
             await close_stores(self.stores.values())
             self.warn_owed()

@@ -114,6 +114,15 @@ class _Base:
             return None
         return self.context(), node, self.owed.take(node)
 
+    def owed_at_close(self) -> list[tuple[flows.Context, str, list[owed.Debt]]]:
+        """What `close` tries to pay before the debts go with the process: every node's, once,
+        whatever its health says (a node that still cannot be reached fails the first delete
+        and keeps its debts, which `warn_owed` then names)."""
+        return [
+            (self.context(), node, self.owed.take(node, self.owed.limit))
+            for node in self.owed.nodes()
+        ]
+
     def owed_settled(self, ctx: flows.Context, node: str, left: list[owed.Debt]) -> None:
         self.owed.give_back(node, left)
         self.merge(ctx)
@@ -465,8 +474,13 @@ class SessionManager(_Base):
         return self._saved(ctx, session, saved)
 
     def close(self) -> None:
+        """Drain the sticky backup queue (session_backup_async), make the deletes owed to nodes
+        that answer again (core/owed.py), close every store's connections, and name the nodes
+        still owed some."""
         if self._sticky is not None:
-            self._sticky.close()  # drains the async backup queue first
+            self._sticky.close()  # drains the async backup queue first (it may owe deletes)
+        for ctx, node, debts in self.owed_at_close():
+            self.owed_settled(ctx, node, self.run(owed.settle(ctx, node, debts)))
         for store in self.stores.values():
             store.close()
         self.warn_owed()

@@ -237,3 +237,54 @@ def test_closing_with_deletes_owed_says_which_node_to_restart_empty(
     warnings = [r.getMessage() for r in caplog.records if "still owed" in r.getMessage()]
     assert len(warnings) == 1 and f"1 delete still owed to cache node {home}" in warnings[0]
     assert f"restart {home} empty" in warnings[0]
+
+
+def test_closing_pays_what_a_node_that_answers_again_is_owed(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node came back but no request reached it since (the debts are due only once an
+    operation on it succeeded): `close` still tries each owed node once before the debts go
+    with the process, so a shutdown after the partition healed leaves no old id behind."""
+    spec, stores = nodes(clock, 3)
+    a = app(clock, spec, stores)
+    old, home, _ = ann_and_a_neighbour(a)
+    clock.now += 1
+    stores[home].down = True
+    request(a, old, lambda s: s["user"])  # moves the session: the node is owed a delete
+    assert [str(d.sid) for d in a.owed.of(home)] == [old]
+    stores[home].down = False  # back, and still marked failed in this process
+    with caplog.at_level(logging.WARNING, logger="pymsm"):
+        a.close()
+    assert a.owed.of(home) == [] and a.stats["owed_settled"] == 1
+    assert record_key(old) not in stores[home].items
+    assert not [r for r in caplog.records if "still owed" in r.getMessage()]
+
+
+def test_async_closing_pays_what_a_node_that_answers_again_is_owed(clock: Clock) -> None:
+    spec, stores = nodes(clock, 3)
+    a = AsyncSessionManager(
+        memcached_nodes=spec,
+        stores={name: AsyncMemoryStore(store) for name, store in stores.items()},  # type: ignore[arg-type]
+        clock=clock,
+        max_inactive_interval=600,
+    )
+
+    async def scenario() -> str:
+        session = await a.load(None)
+        session["user"] = "ann"
+        await a.save(session)
+        await a.release(session)
+        old, home = session.id, str(session.sid.node)
+        clock.now += 1
+        stores[home].down = True
+        moved = await a.load(old)  # re-homed: the node is owed a delete
+        assert moved["user"] == "ann" and moved.id != old
+        await a.save(moved)
+        await a.release(moved)
+        stores[home].down = False
+        await a.close()
+        return old
+
+    old = asyncio.run(scenario())
+    home = str(SessionId.parse(old).node)
+    assert a.owed.of(home) == [] and record_key(old) not in stores[home].items
