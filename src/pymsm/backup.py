@@ -10,8 +10,9 @@ it), and the caller makes the batch's deletes of ended ids at once (a logout is 
 `close()` drains the queue before returning. The thread's writer also drains at the
 interpreter's exit (atexit) when nobody called `close()`: a gunicorn worker that exits
 gracefully (a deploy, `max_requests`) runs no app code at its end, and its daemon thread would
-die with the batches of its last requests, logouts included. The asyncio writer cannot: its
-loop is gone by then; the ASGI middleware closes it at lifespan shutdown.
+die with the batches of its last requests, logouts included. The asyncio writer is closed by
+the ASGI middleware at lifespan shutdown; batches still queued at exit without that (a server
+running without lifespan) are written then on an event loop of their own.
 """
 
 from __future__ import annotations
@@ -159,6 +160,10 @@ class AsyncBackupWriter(_Counts):
         self._queue: asyncio.Queue[Batch] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # what is in flight, left there if the loop stops (cancelling the task) for the exit's
+        # drain to finish: a batch and the index of its write, or a batch whose `after` runs
+        self._at: tuple[Batch, int] | None = None
+        self._after: tuple[Batch, bool] | None = None
 
     def submit(self, batch: Batch) -> bool:
         """Queue a batch without waiting (call it in the loop); False (counted, logged) when
@@ -176,7 +181,30 @@ class AsyncBackupWriter(_Counts):
         if self._queue is None or self._loop is not loop:
             self._queue, self._loop = asyncio.Queue(self.size), loop
             self._task = loop.create_task(self._work(self._queue), name="pymsm-backup")
+            atexit.unregister(self._at_exit)
+            atexit.register(self._at_exit)  # (see the module docstring)
         return self._queue
+
+    def _at_exit(self) -> None:
+        """At the interpreter's exit: the batches nobody awaited `close()` for, written on a
+        loop of their own (the async stores connect again in it), at most DRAIN_TIMEOUT s."""
+        batches, at, then = self._queue, self._at, self._after
+        if batches is None or (batches.empty() and at is None and then is None):
+            return
+
+        async def leftovers() -> None:
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                if at is not None:  # from the write in flight, made again (a set writes the
+                    await self._write(*at)  # same; a new session's add finds its record)
+                elif then is not None:  # the deletes in flight, made again from the start
+                    await self._then(*then)
+                while not batches.empty():
+                    await self._write(batches.get_nowait())
+
+        with contextlib.suppress(TimeoutError):
+            asyncio.run(leftovers())
+        if batches.qsize():
+            log.error("session backup queue not drained at exit: %d unwritten", batches.qsize())
 
     async def _work(self, batches: asyncio.Queue[Batch]) -> None:
         while True:
@@ -188,16 +216,25 @@ class AsyncBackupWriter(_Counts):
             finally:
                 batches.task_done()
 
-    async def _write(self, batch: Batch) -> None:
+    async def _write(self, batch: Batch, start: int = 0) -> None:
         failed = None
-        for op in batch.writes:
+        for index in range(start, len(batch.writes)):
+            op = batch.writes[index]
+            self._at = (batch, index)
             if not self._ok(op, await self._execute(op)):
                 failed = op
                 break
+        self._at = None
         if failed is None:
             self._wrote()
         if batch.after is not None:
-            await batch.after(batch.stored(failed))
+            await self._then(batch, batch.stored(failed))
+
+    async def _then(self, batch: Batch, stored: bool) -> None:
+        assert batch.after is not None
+        self._after = (batch, stored)
+        await batch.after(stored)
+        self._after = None
 
     async def flush(self) -> None:
         """Wait until every queued batch is written (or given up)."""
@@ -206,6 +243,7 @@ class AsyncBackupWriter(_Counts):
 
     async def close(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Drain the queue (at most `timeout` s), then stop the task."""
+        atexit.unregister(self._at_exit)
         task, batches, loop = self._task, self._queue, self._loop
         self._task = self._queue = self._loop = None
         if task is None or batches is None:
