@@ -143,11 +143,9 @@ class AsyncSessionManager(_Base):
             await self.release_guard(guard)
             await self.settle_owed()
 
-    async def settle_owed(self) -> None:
+    async def settle_owed(self, closing: bool = False) -> None:
         """`SessionManager.settle_owed`: the deletes a node missed, once it is back."""
-        batch = self.owed_batch()
-        if batch is not None:
-            ctx, node, debts = batch
+        for ctx, node, debts in self.owed_batches(closing):
             self.owed_settled(ctx, node, await self.run(owed.settle(ctx, node, debts)))
 
     async def release_guard(self, guard: Guard) -> None:
@@ -186,8 +184,7 @@ class AsyncSessionManager(_Base):
         try:
             if self._sticky is not None:
                 await self._sticky.close()
-            for ctx, node, debts in self.owed_at_close():
-                self.owed_settled(ctx, node, await self.run(owed.settle(ctx, node, debts)))
+            await self.settle_owed(closing=True)
         finally:
             await close_stores(self.stores.values())
             self.warn_owed()

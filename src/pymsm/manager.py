@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -106,22 +106,23 @@ class _Base:
             owed=self.owed,
         )
 
-    def owed_batch(self) -> tuple[flows.Context, str, list[owed.Debt]] | None:
-        """Deletes a node missed, to make now that it is healthy again (`settle_owed`); None
-        in the common case: nothing owed, or the node is not back yet."""
+    def owed_batches(
+        self, closing: bool = False
+    ) -> Sequence[tuple[flows.Context, str, list[owed.Debt]]]:
+        """Deletes a node missed, to make now (`settle_owed`). When a request ends: some of
+        those of the first node that is healthy again (none in the common case: nothing owed,
+        or the node is not back yet). When `closing`: every owed node's, whatever its health,
+        before the debts go with the process (a node that still cannot be reached fails the
+        first delete and keeps its debts, which `warn_owed` then names)."""
+        if closing:
+            return [
+                (self.context(), node, self.owed.take(node, self.owed.limit))
+                for node in self.owed.nodes()
+            ]
         node = self.owed.due(self.health)
         if node is None:
-            return None
-        return self.context(), node, self.owed.take(node)
-
-    def owed_at_close(self) -> list[tuple[flows.Context, str, list[owed.Debt]]]:
-        """What `close` tries to pay before the debts go with the process: every node's, once,
-        whatever its health says (a node that still cannot be reached fails the first delete
-        and keeps its debts, which `warn_owed` then names)."""
-        return [
-            (self.context(), node, self.owed.take(node, self.owed.limit))
-            for node in self.owed.nodes()
-        ]
+            return ()
+        return [(self.context(), node, self.owed.take(node))]
 
     def owed_settled(self, ctx: flows.Context, node: str, left: list[owed.Debt]) -> None:
         self.owed.give_back(node, left)
@@ -442,12 +443,11 @@ class SessionManager(_Base):
         self.release_guard(guard)
         self.settle_owed()
 
-    def settle_owed(self) -> None:
-        """Make some of the deletes a node missed while unreachable, once it is back (see
-        core/owed.py); `release` calls it when a request ends. Never raises for store trouble."""
-        batch = self.owed_batch()
-        if batch is not None:
-            ctx, node, debts = batch
+    def settle_owed(self, closing: bool = False) -> None:
+        """Make deletes a node missed while unreachable (see `owed_batches` and core/owed.py);
+        `release` calls it when a request ends, `close` with `closing`. Never raises for store
+        trouble."""
+        for ctx, node, debts in self.owed_batches(closing):
             self.owed_settled(ctx, node, self.run(owed.settle(ctx, node, debts)))
 
     def release_guard(self, guard: Guard) -> None:
@@ -479,8 +479,7 @@ class SessionManager(_Base):
         still owed some."""
         if self._sticky is not None:
             self._sticky.close()  # drains the async backup queue first (it may owe deletes)
-        for ctx, node, debts in self.owed_at_close():
-            self.owed_settled(ctx, node, self.run(owed.settle(ctx, node, debts)))
+        self.settle_owed(closing=True)
         for store in self.stores.values():
             store.close()
         self.warn_owed()
