@@ -2,7 +2,9 @@
 start-up with a message naming the setting and the fix.
 
 Sources, later wins: defaults, a TOML file (`Config.from_file`), environment variables
-(`MSM_MEMCACHED_NODES`, ... via `Config.from_env`), keyword arguments.
+(`MSM_MEMCACHED_NODES`, ...; read by `Config.from_settings` and `Config.from_file`), keyword
+arguments. Every setting may come as a string, as the environment gives it: numbers, booleans
+and durations are parsed, and an empty string leaves a setting whose default is "none" unset.
 
 Durations accept a number in the unit MSM used for that setting (ms for `operation_timeout`,
 `session_backup_timeout` and `lock_wait_timeout`; s for `lock_expiration` and
@@ -12,6 +14,7 @@ Durations accept a number in the unit MSM used for that setting (ms for `operati
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 import re
@@ -29,6 +32,15 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,100}")
 _MS = ("operation_timeout", "session_backup_timeout", "lock_wait_timeout")
+# settings whose default is None: an empty string (`MSM_ROUTE=`) leaves them unset
+_UNSET_IF_EMPTY = (
+    "route",
+    "lock_wait_timeout",
+    "session_attribute_filter",
+    "compress_threshold",
+    "cookie_domain",
+    "access_time_resolution",
+)
 
 
 def duration(name: str, value: Any, unit: str) -> float:
@@ -105,6 +117,10 @@ class Config:
             raise ConfigError("store is an alias of memcached_nodes: set one of them, not both")
         if self.store:
             set_(self, "memcached_nodes", self.store)
+        for name in _UNSET_IF_EMPTY:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                set_(self, name, None)
         if not self.memcached_nodes:
             raise ConfigError(
                 "memcached_nodes is required: e.g. memcached_nodes='n1:10.0.0.1:11211,n2:10.0.0.2:11211' "
@@ -140,14 +156,64 @@ class Config:
             set_(self, name, _bool(name, getattr(self, name)))
         if self.lock_wait_timeout is None:
             set_(self, "lock_wait_timeout", self.operation_timeout)
-        if self.operation_timeout <= 0:
-            raise ConfigError(f"operation_timeout must be positive, got {self.operation_timeout}s")
-        for name in ("sticky_cache_size", "sticky_cache_bytes", "backup_queue_size"):
-            set_(self, name, _positive_int(name, getattr(self, name)))
+        self._check_durations()
+        for name in (
+            "sticky_cache_size",
+            "sticky_cache_bytes",
+            "backup_queue_size",
+            "backup_lookups",
+        ):
+            set_(self, name, _whole_number(name, getattr(self, name), least=1))
+        if self.compress_threshold is not None:
+            set_(
+                self,
+                "compress_threshold",
+                _whole_number("compress_threshold", self.compress_threshold, least=0),
+            )
+        self._check_secret_key()
         self._check_choices()
         self._check_patterns()
         set_(self, "nodes", NodeList.parse(self.memcached_nodes, self.failover_nodes))
         set_(self, "key_prefix", self._prefix())
+
+    def _check_durations(self) -> None:
+        # (name, must be above zero): a lock or a write bounded by zero seconds cannot be made
+        for name, strict in (
+            ("operation_timeout", True),
+            ("session_backup_timeout", True),
+            ("lock_expiration", True),
+            ("lock_wait_timeout", False),
+            ("node_dead_timeout", False),
+            ("access_time_resolution", False),
+        ):
+            seconds = getattr(self, name)
+            if seconds is None or seconds > 0 or (seconds == 0 and not strict):
+                continue
+            unit = "ms" if name in _MS else "s"
+            raise ConfigError(
+                f"{name} must be {'above' if strict else 'at least'} zero, got {seconds:g}s "
+                f"(a bare number is read in {unit}); write e.g. {'500ms' if unit == 'ms' else '5s'}"
+            )
+
+    def _check_secret_key(self) -> None:
+        keys = self.secret_key
+        if keys is None:
+            return
+        if isinstance(keys, list):
+            keys = tuple(keys)  # a TOML file gives a list
+            object.__setattr__(self, "secret_key", keys)
+        if isinstance(keys, str | bytes):
+            keys = (keys,)
+        if not isinstance(keys, tuple) or not keys:
+            raise ConfigError(
+                f"secret_key: expected a key or a list of keys (the first signs), got {keys!r}"
+            )
+        for key in keys:
+            if not isinstance(key, str | bytes) or not key:
+                raise ConfigError(
+                    "secret_key: an empty key signs nothing; set a key (a random string of 32 "
+                    "bytes or more) or leave secret_key unset"
+                )
 
     def _check_choices(self) -> None:
         mode = self.locking_mode
@@ -222,13 +288,9 @@ class Config:
     @classmethod
     def from_settings(cls, config: Config | None = None, **settings: Any) -> Config:
         """A Config from keyword settings, on top of `config` (or of the environment)."""
+        _check_names(settings, "")
         if config is not None:
             return dataclasses.replace(config, **settings) if settings else config
-        unknown = sorted(set(settings) - set(setting_names()))
-        if unknown:
-            raise ConfigError(
-                f"unknown setting {unknown[0]!r}; known settings: {', '.join(setting_names())}"
-            )
         return cls(**{**env_settings(), **settings})
 
     @classmethod
@@ -273,20 +335,33 @@ def read_settings_file(path: str) -> dict[str, Any]:
 
 
 def file_settings(table: Mapping[str, Any], path: str) -> dict[str, Any]:
-    names = set(setting_names())
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    _check_names(table, f"{path}: ")
     return dict(table)
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _check_names(settings: Mapping[str, Any], where: str) -> None:
+    """Unknown names raise, with the nearest known one (`session_codec` -> `codec`)."""
+    names = setting_names()
+    unknown = sorted(set(settings) - set(names))
+    if not unknown:
+        return
+    near = [n for n in names if n.endswith("_" + unknown[0]) or unknown[0].endswith("_" + n)]
+    near += difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise ConfigError(
+        f"{where}unknown setting {unknown[0]!r}; {hint}known settings: {', '.join(names)}"
+    )
+
+
+def _whole_number(name: str, value: Any, least: int) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        number = 0
-    if isinstance(value, bool) or number < 1:
-        raise ConfigError(f"{name}: expected a whole number of at least 1, got {value!r}")
+        number = least - 1
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        number = least - 1
+    if number < least:
+        raise ConfigError(f"{name}: expected a whole number of at least {least}, got {value!r}")
     return number
 
 
