@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm.config import Config
+from pymsm.cookies import Sent
 from pymsm.core import flows, locking, owed
 from pymsm.core.ids import SessionId
 from pymsm.core.ops import Op, Sleep, call_args
@@ -92,7 +93,7 @@ class AsyncSessionManager(_Base):
         return settle(op.node, result, self.health, self.clock)
 
     async def load(
-        self, cookie: str | None, method: str = "GET", path: str = "/", declared: str | None = None
+        self, cookie: Sent, method: str = "GET", path: str = "/", declared: str | None = None
     ) -> Session:
         """The session for the id in `cookie`, loaded now; new if absent or invalid. With a
         locking mode that covers the request it holds the lock: `await release(session)`."""
@@ -100,7 +101,7 @@ class AsyncSessionManager(_Base):
 
     async def load_as(
         self,
-        cookie: str | None,
+        cookie: Sent,
         session_class: type[S],
         method: str = "GET",
         path: str = "/",
@@ -113,13 +114,34 @@ class AsyncSessionManager(_Base):
             return session
         ctx = guard.context = self.context()
         ctx.cas = guard.plan.cas
-        sid = self.parse_id(cookie)
-        if guard.plan.lock and sid is not None:
-            await self._lock(ctx, sid, guard)
-            ctx.now = self.clock()
-        loaded = await self.run(flows.load(ctx, sid)) if sid else flows.Loaded("new")
+        if isinstance(cookie, tuple):
+            loaded = await self._load_several(ctx, session, guard, cookie)
+        else:
+            sid = self.parse_id(cookie)
+            loaded = await self._load_one(ctx, guard, sid) if sid else flows.Loaded("new")
         self._loaded(ctx, session, loaded)
         return session
+
+    async def _load_one(self, ctx: flows.Context, guard: Guard, sid: SessionId) -> flows.Loaded:
+        if guard.plan.lock:
+            await self._lock(ctx, sid, guard)
+            ctx.now = self.clock()
+        return await self.run(flows.load(ctx, sid))
+
+    async def _load_several(
+        self, ctx: flows.Context, session: Session, guard: Guard, cookie: tuple[str, ...]
+    ) -> flows.Loaded:
+        """The client sent several cookies: the first that names a stored session (cookies.py)."""
+        loaded = flows.Loaded("new")
+        sids = self.candidates(cookie)
+        for sid in sids:
+            loaded = await self._load_one(ctx, guard, sid)
+            session.sent_id = str(sid)
+            if loaded.record is not None or sid is sids[-1]:
+                break
+            self.passed_over(sid, loaded.status)
+            await self.release_guard(guard)
+        return loaded
 
     async def _lock(self, ctx: flows.Context, sid: SessionId, guard: Guard) -> None:
         assert self.config.lock_wait_timeout is not None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymsm import cookies
 from pymsm.config import Config
+from pymsm.cookies import Sent
 from pymsm.core import flows, locking, owed
 from pymsm.core.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec, codec_by_name
 from pymsm.core.ids import SessionId
@@ -183,6 +184,23 @@ class _Base:
         ctx.cas = guard.plan.cas
         return ctx
 
+    def candidates(self, cookie: Sent) -> list[SessionId]:
+        """The well-formed ids among what the client sent, in its order."""
+        if not isinstance(cookie, tuple):
+            sid = self.parse_id(cookie)
+            return [] if sid is None else [sid]
+        return [sid for sid in map(self.parse_id, cookie) if sid is not None]
+
+    def passed_over(self, sid: SessionId, status: str) -> None:
+        """The client sent several session cookies and `sid` names no session we can serve:
+        the next one is tried (pymsm.cookies.MAX_COOKIES)."""
+        self.stats["cookie_passed_over"] += 1
+        log.info(
+            "the client sent several session cookies; %s: %s, trying the next",
+            redact(str(sid)),
+            status,
+        )
+
     def parse_id(self, cookie: str | None) -> SessionId | None:
         if not cookie:
             return None
@@ -231,19 +249,21 @@ class _Base:
             log.warning("%s", redact(event))
         ctx.events.clear()
 
-    def cookie_update(self, session: Session, sent: str | None) -> CookieUpdate | None:
+    def cookie_update(self, session: Session, sent: Sent) -> CookieUpdate | None:
         """What the client's cookie must become, or None: the new id once stored (created,
         rotated, relocated), or a deletion after logout. Adapters whose framework writes cookies
         (Flask, Django) translate this into the framework's own cookie call."""
         if not session.loaded:
             return None
+        if isinstance(sent, tuple):
+            sent = session.sent_id  # the cookie it was loaded from
         if session.record is not None and session.id != sent:
             return CookieUpdate(session.id)
         if session.invalidated and session.record is None and sent:
             return CookieUpdate("", delete=True)
         return None
 
-    def set_cookie(self, session: Session, sent: str | None) -> str | None:
+    def set_cookie(self, session: Session, sent: Sent) -> str | None:
         """The Set-Cookie value to send, or None: a new id once stored, a deletion after logout."""
         update = self.cookie_update(session, sent)
         if update is None:
@@ -258,7 +278,7 @@ class _Base:
         if stored and session.modified and not session.data:
             session.invalidate()
 
-    def read_cookie(self, header: str | None) -> str | None:
+    def read_cookie(self, header: str | None) -> Sent:
         return cookies.read_cookie(header, self.config.cookie_name)
 
     # -- locking (shared by the sync and async managers) ----------------------------------------
@@ -362,7 +382,7 @@ class SessionManager(_Base):
 
     def open(
         self,
-        cookie: str | None,
+        cookie: Sent,
         method: str = "GET",
         path: str = "/",
         access: Callable[[], str | None] | None = None,
@@ -378,7 +398,7 @@ class SessionManager(_Base):
 
     def open_as(
         self,
-        cookie: str | None,
+        cookie: Sent,
         session_class: type[S],
         method: str = "GET",
         path: str = "/",
@@ -392,7 +412,7 @@ class SessionManager(_Base):
 
         return session_class.lazy(loader)
 
-    def load(self, cookie: str | None) -> Session:
+    def load(self, cookie: Sent) -> Session:
         session = self.open(cookie)
         session._ensure()
         return session
@@ -402,20 +422,46 @@ class SessionManager(_Base):
         for flow in self.delete_flows(cookie, self._sticky):
             self.run(flow)
 
-    def _load_into(self, session: Session, cookie: str | None) -> None:
+    def _load_into(self, session: Session, cookie: Sent) -> None:
         if self._sticky is not None:
             return self._sticky.load_into(session, cookie)
         ctx = self.context()
-        sid = self.parse_id(cookie)
-        guard = session.lock
-        if isinstance(guard, Guard):
+        guard = session.lock if isinstance(session.lock, Guard) else None
+        if guard is not None:
             guard.context = ctx
             ctx.cas = guard.plan.cas
-            if guard.plan.lock and sid is not None:
+        if isinstance(cookie, tuple):
+            loaded = self._load_several(ctx, session, guard, cookie)
+        elif (sid := self.parse_id(cookie)) is None:
+            loaded = flows.Loaded("new")
+        else:  # `_load_one`, inlined: this is every request's path
+            if guard is not None and guard.plan.lock:
                 self._lock(ctx, sid, guard)
                 ctx.now = self.clock()  # waiting for the lock took time
-        loaded = self.run(flows.load(ctx, sid)) if sid else flows.Loaded("new")
+            loaded = self.run(flows.load(ctx, sid))
         self._loaded(ctx, session, loaded)
+
+    def _load_one(self, ctx: flows.Context, guard: Guard | None, sid: SessionId) -> flows.Loaded:
+        if guard is not None and guard.plan.lock:
+            self._lock(ctx, sid, guard)
+            ctx.now = self.clock()
+        return self.run(flows.load(ctx, sid))
+
+    def _load_several(
+        self, ctx: flows.Context, session: Session, guard: Guard | None, cookie: tuple[str, ...]
+    ) -> flows.Loaded:
+        """The client sent several cookies: the first that names a stored session (cookies.py)."""
+        loaded = flows.Loaded("new")
+        sids = self.candidates(cookie)
+        for sid in sids:
+            loaded = self._load_one(ctx, guard, sid)
+            session.sent_id = str(sid)
+            if loaded.record is not None or sid is sids[-1]:
+                break
+            self.passed_over(sid, loaded.status)
+            if guard is not None:
+                self.release_guard(guard)
+        return loaded
 
     def _lock(self, ctx: flows.Context, sid: SessionId, guard: Guard) -> None:
         """Local lock first (one process never races itself), then the store's lock."""

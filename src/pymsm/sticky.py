@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pymsm.async_manager import close_stores
 from pymsm.backup import AsyncBackupWriter, BackupWriter, Batch
+from pymsm.cookies import Sent
 from pymsm.core import flows, sticky
 from pymsm.core.context import Context
 from pymsm.core.ids import SessionId
@@ -77,32 +78,55 @@ class _StickyCache(Generic[M]):
 
     # -- load -------------------------------------------------------------------------------
 
-    def _load_start(self, session: Session, cookie: str | None) -> _Loading | None:
+    def _load_start(self, session: Session, cookie: Sent) -> _Loading | None:
         """The load flow's inputs; None when there is nothing to load (the session is new)."""
         m = self.manager
         ctx = m.context()
         if isinstance(session.lock, Guard):
             session.lock.context = ctx  # the save reuses it
-        sid = m.parse_id(cookie)
+        if isinstance(cookie, tuple):
+            sids = m.candidates(cookie)
+            if sids:
+                return self._loading(ctx, sids[0], tuple(sids[1:]), True)
+            sid = None
+        else:
+            sid = m.parse_id(cookie)
         if sid is None:
             m._loaded(ctx, session, flows.Loaded("new"))
             return None
-        with self.lock:
+        with self.lock:  # `_loading`, inlined: this is every request's path
             entry = self.cache.get(str(sid))
         return _Loading(ctx, sid, entry)
 
-    def _load_end(self, loading: _Loading, session: Session, found: sticky.Found) -> None:
+    def _loading(
+        self, ctx: Context, sid: SessionId, rest: tuple[SessionId, ...] = (), several: bool = False
+    ) -> _Loading:
+        with self.lock:
+            entry = self.cache.get(str(sid))
+        return _Loading(ctx, sid, entry, rest, several)
+
+    def _load_end(
+        self, loading: _Loading, session: Session, found: sticky.Found
+    ) -> _Loading | None:
+        """Fill `session` from what the load found, or return the load of the client's next
+        cookie when this one names no session it can serve."""
         m, ctx, sid = self.manager, loading.ctx, loading.sid
+        if loading.several:
+            session.sent_id = str(sid)
         if found.entry is None:
             with self.lock:
                 self.cache.pop(str(sid))
+            if loading.rest:
+                m.passed_over(sid, found.status)
+                return self._loading(ctx, loading.rest[0], loading.rest[1:], True)
             m._loaded(ctx, session, flows.Loaded(found.status, reason=found.reason))
-            return
+            return None
         if found.entry is not loading.entry:  # an unchanged local copy is cached already
             self._keep(found.entry, str(sid))
         m.stats["load_" + found.status] += 1
         sticky.fill(ctx, session, found.entry, found.status)
         m._log_events(ctx)
+        return None
 
     def forget(self, sid: SessionId) -> list[SessionId]:
         """Drop `sid` from memory, its session being deleted: the ids to delete, `sid` and the
@@ -185,6 +209,8 @@ class _Loading:
     ctx: Context
     sid: SessionId
     entry: sticky.Entry | None
+    rest: tuple[SessionId, ...] = ()  # the client's other cookies, tried in turn (cookies.py)
+    several: bool = False  # the client sent several cookies
 
 
 def _deferring(flow: Generator[Op, Any, T], batch: list[Op]) -> Generator[Op, Any, T]:
@@ -224,11 +250,11 @@ class StickySessions(_StickyCache["SessionManager"]):
         health, clock = self.manager.health, self.manager.clock
         return lambda op: execute(op, stores, health, clock)
 
-    def load_into(self, session: Session, cookie: str | None) -> None:
+    def load_into(self, session: Session, cookie: Sent) -> None:
         loading = self._load_start(session, cookie)
-        if loading is not None:
+        while loading is not None:
             found = self.manager.run(sticky.load(loading.ctx, loading.sid, loading.entry))
-            self._load_end(loading, session, found)
+            loading = self._load_end(loading, session, found)
 
     def save(self, session: Session) -> flows.Saved:
         saving = self._save_start(session)
@@ -281,11 +307,11 @@ class AsyncStickySessions(_StickyCache["AsyncSessionManager"]):
     def _write(self, op: Op) -> Awaitable[Any]:
         return self.manager._execute(op, self.backup_stores)
 
-    async def load_into(self, session: Session, cookie: str | None) -> None:
+    async def load_into(self, session: Session, cookie: Sent) -> None:
         loading = self._load_start(session, cookie)
-        if loading is not None:
+        while loading is not None:
             found = await self.manager.run(sticky.load(loading.ctx, loading.sid, loading.entry))
-            self._load_end(loading, session, found)
+            loading = self._load_end(loading, session, found)
 
     async def save(self, session: Session) -> flows.Saved:
         saving = self._save_start(session)

@@ -99,6 +99,22 @@ def test_session_lifecycle(memcached_nodes: Nodes) -> None:
     asyncio.run(scenario())
 
 
+def test_several_session_cookies_the_first_stored_one_is_used(memcached_nodes: Nodes) -> None:
+    app = make_app(nodes_of(memcached_nodes(2)))
+
+    async def scenario() -> None:
+        async with client(app) as c:
+            stored = (await c.get("/count")).cookies["MSMSESSIONID"]
+            gone = "0" * 32 + stored[32:]
+            c.cookies.clear()
+            sent = {"cookie": f"MSMSESSIONID={gone}; MSMSESSIONID={stored}"}
+            response = await c.get("/count", headers=sent)
+            assert response.json() == {"count": 2} and "set-cookie" not in response.headers
+        await app.manager.close()
+
+    asyncio.run(scenario())
+
+
 def test_streaming_and_ignored_paths_and_lifespan(memcached_nodes: Nodes) -> None:
     app = make_app(nodes_of(memcached_nodes(2)))
 

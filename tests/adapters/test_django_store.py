@@ -297,6 +297,23 @@ class TestMiddleware:
         assert client.get("/acount").json() == {"count": 2}
         assert client.get("/count").json() == {"count": 3}
 
+    def test_several_session_cookies_the_first_stored_one_is_used(self, nodes: str) -> None:
+        """Django's COOKIES keeps the last value of a name; pymsm's middleware tries them all,
+        the first that names a stored session wins (pymsm.cookies.MAX_COOKIES)."""
+        client = Client()
+        client.get("/count")
+        stored = client.cookies["sessionid"].value
+        gone = "0" * 32 + stored[32:]
+        other = Client()
+        other.get("/count")
+        for cookies in (f"{gone}; sessionid={stored}", f"{stored}; sessionid={gone}"):
+            response = Client().get("/count", HTTP_COOKIE=f"sessionid={cookies}")
+            assert response.json() == {"count": 2 if cookies.startswith(gone) else 3}
+        both = Client().get(
+            "/read", HTTP_COOKIE=f"sessionid={other.cookies['sessionid'].value}; sessionid={stored}"
+        )
+        assert both.json() == {"count": 1}  # both stored: the first wins, as browsers order them
+
     def test_cookie_settings(self, nodes: str) -> None:
         with override_settings(
             SESSION_COOKIE_NAME="sid",

@@ -194,3 +194,23 @@ def test_an_unknown_or_malformed_cookie_starts_a_new_session(client: FlaskClient
     response = client.get("/set/a/1")
     [cookie] = set_cookie_headers(response)
     assert "0" * 32 not in cookie  # never adopts an id the store does not hold
+
+
+def test_several_session_cookies_the_first_stored_one_is_used(nodes: str) -> None:
+    """An old cookie for another path or domain comes first: its session is gone, and the user
+    must not get a new session on every request (pymsm.cookies.MAX_COOKIES)."""
+    app = make_app(nodes)
+    try:
+        setup = app.test_client()
+        [cookie] = set_cookie_headers(setup.get("/set/a/1"))
+        stored = cookie.split(";")[0].partition("=")[2]
+        gone = "0" * 32 + stored[32:]
+        client = app.test_client(use_cookies=False)
+        response = client.get("/get/a", headers={"Cookie": f"session={gone}; session={stored}"})
+        assert response.text == "1" and set_cookie_headers(response) == []
+        changed = client.get("/set/a/2", headers={"Cookie": f"session={gone}; session={stored}"})
+        [again] = set_cookie_headers(changed)  # Flask re-sends a modified session's cookie
+        assert again.startswith(f"session={stored};")  # the same session, not a new one
+        assert setup.get("/get/a").text == "2"
+    finally:
+        app.extensions["pymsm"].close()

@@ -123,6 +123,22 @@ def test_malformed_forged_and_oversized_cookies_get_a_fresh_session(
     assert session_cookie(headers) == data["session_id"]
 
 
+def test_several_session_cookies_the_first_stored_one_is_used(
+    apps: tuple[list[ServerProcess], list[ServerProcess]],
+) -> None:
+    """An old cookie for another path or domain comes first (browsers send the longest path,
+    then the oldest, first): the stored session in the second is served, on both processes."""
+    (app1, app2), _ = apps
+    _, headers, _ = request(app1, "/api/session")
+    stored = session_cookie(headers)
+    assert stored is not None
+    gone = "0" * 32 + stored[32:]
+    for count, app in enumerate((app1, app2), start=2):
+        status, headers, body = request(app, "/api/session", f"{gone}; MSMSESSIONID={stored}")
+        assert status == 200 and json.loads(body)["count"] == count
+        assert session_cookie(headers) is None
+
+
 def test_login_rotates_and_logout_ends_the_session(
     apps: tuple[list[ServerProcess], list[ServerProcess]],
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pymsm.async_manager import AsyncSessionManager
 from pymsm.config import Config
+from pymsm.cookies import Sent
 from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
 from pymsm.exceptions import LockTimeout
@@ -85,7 +86,7 @@ class SessionMiddleware:
             log.warning("pymsm: closing the session stores at shutdown failed", exc_info=True)
 
     async def _serve(
-        self, session: Session, sent: str | None, scope: Scope, receive: Receive, send: Send
+        self, session: Session, sent: Sent, scope: Scope, receive: Receive, send: Send
     ) -> None:
         manager = self.manager
         if scope["type"] == "websocket":
@@ -106,7 +107,7 @@ class SessionMiddleware:
         if not started and session.modified:
             await manager.save(session)
 
-    async def _finish(self, session: Session, sent: str | None, message: Message) -> None:
+    async def _finish(self, session: Session, sent: Sent, message: Message) -> None:
         manager = self.manager
         manager.end_if_emptied(session)
         await manager.save(session)

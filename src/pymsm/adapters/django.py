@@ -30,6 +30,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.http import http_date
 
 from pymsm.config import prefixed_settings
+from pymsm.cookies import Sent, read_cookie
 from pymsm.core.flows import Saved
 from pymsm.core.ids import SessionId
 from pymsm.core.locking import ACCESS_KEY, declared_access
@@ -76,6 +77,7 @@ class SessionStore(SessionBase):
         # set by the middleware: method, path and the view's declared access, for locking
         self.request: tuple[str, str, Callable[[], str | None]] | None = None
         self.saved = False  # stored during this request
+        self.sent: Sent = None  # set by the middleware when the client sent several cookies
 
     def _validate_session_key(self, key: str | None) -> bool:
         if not key:
@@ -164,7 +166,7 @@ class SessionStore(SessionBase):
             return {}
         if self.request is None:
             return self._adopt(manager().load(self.session_key))
-        session = manager().open(self.session_key, *self.request)  # may take the lock
+        session = manager().open(self.sent or self.session_key, *self.request)  # may lock
         session._ensure()
         return self._adopt(session)
 
@@ -233,7 +235,16 @@ class SessionMiddleware(DjangoSessionMiddleware):
     extended, and a session whose id moved (node failover) gets its new cookie."""
 
     def process_request(self, request: HttpRequest) -> None:
-        super().process_request(request)
+        name = settings.SESSION_COOKIE_NAME
+        header = request.META.get("HTTP_COOKIE", "")
+        sent = read_cookie(header, name) if header.count(name + "=") > 1 else None
+        store = self.SessionStore
+        if isinstance(sent, tuple) and issubclass(store, SessionStore):
+            # Django's COOKIES keeps the last value; pymsm tries them in turn (pymsm.cookies)
+            request.session = store(sent[0])
+            request.session.sent = sent
+        else:
+            super().process_request(request)
         session = request.session
         if not isinstance(session, SessionStore):
             return
@@ -275,8 +286,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
         sessions, session = manager(), store.pymsm
         if not store.saved and session.record is not None:
             sessions.save(session)  # unchanged: validity (and lifetime) only
-        sent = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
-        update = sessions.cookie_update(session, sent)
+        update = sessions.cookie_update(
+            session, store.sent or request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        )
         moved = update is not None and not update.delete and not store.is_empty()
         if moved and settings.SESSION_COOKIE_NAME not in response.cookies:
             _set_cookie(response, store)  # the id changed (failover) though the data did not

@@ -19,6 +19,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 
 from pymsm.config import Config, prefixed_settings
+from pymsm.cookies import Sent, sent_values
 from pymsm.core.locking import ACCESS_KEY, declared_access
 from pymsm.core.session import Session
 from pymsm.exceptions import LockTimeout
@@ -41,7 +42,7 @@ class FlaskSession(Session, SessionMixin):
     """pymsm's Session with what Flask's SessionMixin promises: `.new`, `.permanent` (stored as
     `_permanent`, as Flask does), and `.modified` / `.accessed` (pymsm's own tracking)."""
 
-    sent: str | None = None  # the id the client sent, for the cookie decision
+    sent: Sent = None  # the id or ids the client sent, for the cookie decision
 
     @property
     def new(self) -> bool:
@@ -60,7 +61,7 @@ class PymsmSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession | None:
         if self.manager.ignores(request.path):
             return None  # Flask hands the view a null session: readable, empty, never stored
-        sent = request.cookies.get(self.get_cookie_name(app))
+        sent = sent_values(request.cookies.getlist(self.get_cookie_name(app)))
 
         def access() -> str | None:  # asked at load time, when the endpoint is known
             view = app.view_functions.get(request.endpoint or "")

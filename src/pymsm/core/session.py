@@ -43,6 +43,7 @@ class Session(MutableMapping[str, Any]):
         "record",
         "replaces",
         "retired",
+        "sent_id",
     )
 
     def __init__(
@@ -77,6 +78,9 @@ class Session(MutableMapping[str, Any]):
         self.load_status = "new"
         self.cas_token: Any = None  # the record's CAS token as loaded (optimistic writes)
         self.lock: Any = None  # the manager's per-request lock state (pymsm.locks.Guard)
+        # when the client sent several cookies: the one this session was loaded from (None if
+        # none named a stored session), for the cookie decision (pymsm.cookies.MAX_COOKIES)
+        self.sent_id: str | None = None
 
     @classmethod
     def lazy(cls, loader: Callable[[Session], None]) -> Self:
