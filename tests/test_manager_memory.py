@@ -242,6 +242,23 @@ def test_too_large_sessions_keep_the_stored_version(
     assert dict(manager.load(sid)) == {"a": 1}
 
 
+def test_a_value_nested_too_deep_fails_the_save_and_keeps_the_stored_version(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, _stores = cluster(clock)
+    sid = stored_session(manager, a=1)
+    session = manager.load(sid)
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = inner = {}
+    session["deep"] = deep
+    with caplog.at_level(logging.ERROR, "pymsm"):
+        assert manager.save(session).status == "failed"
+    assert "nests too deep" in caplog.text
+    assert dict(manager.load(sid)) == {"a": 1}
+
+
 def test_all_nodes_down_serves_a_fresh_session_without_cookie(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

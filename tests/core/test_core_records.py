@@ -41,6 +41,31 @@ def test_json_refuses_what_it_cannot_store_with_a_hint() -> None:
         JsonCodec().encode({"x": {1: 2}})
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    inner = top
+    for _ in range(depth):
+        inner["a"] = inner = {}
+    return top
+
+
+def _cycle() -> dict[str, Any]:
+    looped: dict[str, Any] = {}
+    looped["me"] = looped
+    return looped
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(), MsgpackCodec()])
+@pytest.mark.parametrize("value", [_nested(5000), _cycle()], ids=["deep", "cycle"])
+def test_too_deep_or_cyclic_values_are_a_codec_error(codec: Any, value: Any) -> None:
+    """They raised RecursionError out of the save: a 500 instead of a failed save and a log."""
+    with pytest.raises(CodecError, match=r"nests too deep .* or holds itself"):
+        codec.encode({"x": value})
+    shared = [[1]] * 3  # one list three times: no cycle, stored
+    fine = {"x": _nested(100), "s": shared}
+    assert codec.decode(codec.encode(fine)) == fine
+
+
 def test_pickle_needs_a_secret_key() -> None:
     with pytest.raises(ConfigError, match="secret_key"):
         codec_by_name("pickle", None)

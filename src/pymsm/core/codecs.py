@@ -144,6 +144,12 @@ class _Tagger:
         )
 
 
+_TOO_DEEP = (
+    "the {} codec cannot store this session: a value nests too deep (hundreds of levels) or "
+    "holds itself; store flatter data"
+)
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str):
         raise CodecError(f"the json codec needs string dict keys, not {type(key).__name__} {key!r}")
@@ -205,14 +211,20 @@ class JsonCodec:
 
     def encode(self, attributes: Attributes) -> bytes:
         tagger = _Tagger()
-        tagged = tagger(attributes)  # a flat session comes back as it is, after one look
+        try:
+            tagged = tagger(attributes)  # a flat session comes back as it is, after one look
+        except RecursionError:
+            raise CodecError(_TOO_DEEP.format("json")) from None
         if _orjson is not None and not tagger.nonfinite:
             try:
                 encoded: bytes = _orjson.dumps(tagged)
                 return encoded
             except TypeError:  # an integer beyond 64 bits, a lone surrogate: the stdlib's way
                 pass
-        return _stdlib_encode(tagged)
+        try:
+            return _stdlib_encode(tagged)
+        except RecursionError:
+            raise CodecError(_TOO_DEEP.format("json")) from None
 
     def decode(self, data: bytes) -> Attributes:
         # orjson only for what may be flat: a nested session (a "{" or "[" past the opening
@@ -256,6 +268,8 @@ class MsgpackCodec:
         # msgpack has no native set/tuple/datetime: reuse the JSON tagging, which is lossless
         try:
             data: bytes = self._msgpack.packb(_tag(attributes), use_bin_type=True)
+        except RecursionError:
+            raise CodecError(_TOO_DEEP.format("msgpack")) from None
         except (OverflowError, ValueError, TypeError) as exc:
             raise CodecError(
                 f"the msgpack codec cannot store this session: {exc} (msgpack integers are "
