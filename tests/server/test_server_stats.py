@@ -140,12 +140,22 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
     assert server.process.wait(10) == 0
 
 
-def test_cli_rejects_bad_flags() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["memcached", "-m", "lots"], b"-m"),
+        # it listened on 34463 (99999 mod 65536), as memcached refuses to
+        (["memcached", "-p", "99999"], b"argument -p/--port: port must be 0..65535, got 99999"),
+        (["memcached", "-U", "-1"], b"port must be 0..65535, got -1"),
+        (["demo", "--port", "70000"], b"argument --port: port must be 0..65535"),
+    ],
+)
+def test_cli_rejects_bad_flags(args: list[str], message: bytes) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pymsm", "memcached", "-m", "lots"],
+        [sys.executable, "-m", "pymsm", *args],
         capture_output=True,
         timeout=20,
         check=False,
     )
     assert result.returncode == 2
-    assert b"-m" in result.stderr
+    assert message in result.stderr

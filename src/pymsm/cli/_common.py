@@ -43,6 +43,17 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port: 0..65535 (0: any free port), as memcached checks."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
 def read_file(path: str) -> dict[str, Any]:
     """The settings of a TOML file (its [pymsm] table, or the top level), unchecked values."""
     return read_settings_file(path)

@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any
 
+from pymsm.cli._common import port_number
 from pymsm.demo.config import BACKENDS, BALANCERS, MODES, DemoConfig
 from pymsm.demo.processes import DemoError
 from pymsm.exceptions import ConfigError
@@ -23,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
         "`msm demo ctl` kills and restarts nodes of a running demo.",
     )
     add = parser.add_argument
-    add("--port", type=int, default=8080, help="balancer port (default 8080)")
+    add("--port", type=port_number, default=8080, help="balancer port (default 8080)")
     add("--memcached", type=int, default=2, metavar="N", help="memcached nodes (default 2)")
     add("--apps", type=int, default=2, metavar="M", help="app nodes (default 2)")
     add("--mode", default="non-sticky", choices=MODES, help="session mode (default non-sticky)")
@@ -45,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="demo_command", metavar="ctl")
     ctl = sub.add_parser("ctl", help="status, kill or start nodes of a running demo")
-    ctl.add_argument("--port", type=int, default=8080, help="the demo's balancer port")
+    ctl.add_argument("--port", type=port_number, default=8080, help="the demo's balancer port")
     ctl.add_argument("action", choices=("status", "kill", "start"))
     ctl.add_argument("kind", nargs="?", help="memcached (or redis) or app")
     ctl.add_argument("name", nargs="?", help="e.g. n2 or app1")

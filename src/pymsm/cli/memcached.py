@@ -9,6 +9,7 @@ import logging
 import signal
 from typing import Any
 
+from pymsm.cli._common import port_number
 from pymsm.server import MemcachedServer, Settings
 from pymsm.server.server import EVENT_LOOPS, new_event_loop
 from pymsm.server.settings import MB, parse_size
@@ -42,14 +43,14 @@ def add_parser(subparsers: Any) -> None:
         "Takes memcached's own flags; -t, -U and -u are accepted for compatibility.",
     )
     add = parser.add_argument
-    add("-p", "--port", type=_positive("-p"), default=11211, help="TCP port (default 11211)")
+    add("-p", "--port", type=port_number, default=11211, help="TCP port (default 11211)")
     add("-l", "--listen", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     add("-m", "--memory-limit", type=_positive("-m"), default=64, help="item memory in MB")
     add("-M", "--disable-evictions", action="store_true", help="error instead of evicting")
     add("-c", "--conn-limit", type=_positive("-c"), default=1024, help="max connections")
     add("-I", "--max-item-size", type=_size, default=MB, help="item size limit (default 1m)")
     add("-t", "--threads", type=_positive("-t"), default=4, help="accepted; one event loop")
-    add("-U", "--udp-port", type=_positive("-U"), default=0, help="accepted; UDP is not served")
+    add("-U", "--udp-port", type=port_number, default=0, help="accepted; UDP is not served")
     add("-u", "--user", default="", help="accepted; the user is never changed")
     add("--event-loop", choices=EVENT_LOOPS, default="auto",
         help="auto (default): uvloop when installed, else asyncio")  # fmt: skip
