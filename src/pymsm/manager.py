@@ -271,12 +271,17 @@ class _Base:
         return cookies.set_cookie(self.config, update.value, delete=update.delete)
 
     def end_if_emptied(self, session: Session) -> None:
-        """A stored session the request emptied ends (it is deleted, the cookie goes): what
-        Flask's and Starlette's cookie sessions do on `session.clear()`, so logout code that
-        clears the session keeps working. Call before `save`."""
-        stored = session.loaded and session.record is not None
-        if stored and session.modified and not session.data:
+        """A session the request emptied is not kept: a stored one ends (it is deleted, the
+        cookie goes), a new one is not stored (no record, no cookie). That is what Flask's and
+        Starlette's cookie sessions do with an empty session, so logout code that clears the
+        session keeps working, and a new visitor's `flash()` read in the same request leaves
+        nothing behind. Call before `save`."""
+        if not session.loaded or not session.modified or session.data:
+            return
+        if session.record is not None:
             session.invalidate()
+        elif session.is_new:
+            session.modified = False  # nothing to store: the save skips it
 
     def read_cookie(self, header: str | None) -> Sent:
         return cookies.read_cookie(header, self.config.cookie_name)

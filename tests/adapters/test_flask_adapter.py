@@ -3,12 +3,16 @@ interface that apps rely on, with the session stored by pymsm."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import flask
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pymsm.adapters.flask import FlaskSession, init_app
 from support.servers import MEMCACHED_KINDS
@@ -64,6 +68,11 @@ def make_app(nodes: str, **config: object) -> flask.Flask:
     @app.get("/type")
     def session_type() -> str:
         return type(session._get_current_object()).__name__
+
+    @app.get("/flash-and-show")
+    def flash_and_show() -> str:
+        flask.flash("saved")  # a new visitor: the message is read in the same request
+        return ",".join(flask.get_flashed_messages())
 
     @app.get("/logo.png")
     def logo() -> str:
@@ -124,6 +133,16 @@ def test_in_place_mutation_with_modified(client: FlaskClient) -> None:
     client.get("/append")
     assert client.get("/append").text == "[0, 1]"
     assert client.get("/get/items").text == "[0, 1]"
+
+
+def test_a_new_session_emptied_by_the_request_is_not_stored(client: FlaskClient) -> None:
+    """As with Flask's cookie session: an empty session leaves no cookie and no record. pymsm
+    stored an empty record and sent its cookie."""
+    manager = client.application.extensions["pymsm"]
+    response = client.get("/flash-and-show")
+    assert response.text == "saved" and set_cookie_headers(response) == []
+    assert manager.stats["save_stored"] == 0
+    assert client.get("/new").text == "True"
 
 
 def test_pop_and_clear_end_the_session(client: FlaskClient) -> None:
@@ -214,3 +233,114 @@ def test_several_session_cookies_the_first_stored_one_is_used(nodes: str) -> Non
         assert setup.get("/get/a").text == "2"
     finally:
         app.extensions["pymsm"].close()
+
+
+# -- the same requests against Flask's own cookie session -----------------------------------
+
+KEYS = st.sampled_from(["a", "b", "c"])
+VALUES = (
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text("xyz", max_size=2), inner, max_size=3)
+        ),
+        max_leaves=6,
+    )
+    | st.tuples(st.integers(), st.text(max_size=3))
+    | st.binary(max_size=4)
+)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, VALUES),
+        st.tuples(st.just("setdefault"), KEYS, VALUES),
+        st.tuples(st.just("get"), KEYS),
+        st.tuples(st.just("pop"), KEYS),
+        st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
+        st.tuples(st.just("permanent"), st.booleans()),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=4,
+)
+
+
+def canonical(value: Any) -> Any:
+    """Dicts with sorted keys: Flask's serializer sorts them, pymsm keeps the order."""
+    if isinstance(value, dict):
+        return sorted((k, canonical(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def differential_app(nodes: str | None) -> flask.Flask:
+    """One view that runs a request's operations on `flask.session` and returns what the
+    session held when the request began: with pymsm (`nodes`) or Flask's cookie session."""
+    app = flask.Flask(__name__)
+    app.secret_key = "differential"
+    if nodes is not None:
+        app.config["MSM_MEMCACHED_NODES"] = nodes
+        init_app(app)
+    session = flask.session
+    requests: list[list[tuple[Any, ...]]] = []
+    app.config["REQUESTS"] = requests
+
+    @app.get("/run/<int:index>")
+    def run(index: int) -> str:
+        before = repr(canonical(dict(session)))
+        for op, *args in copy.deepcopy(requests[index]):  # values are mutated in place
+            if op == "set":
+                session[args[0]] = args[1]
+            elif op == "setdefault":
+                session.setdefault(args[0], args[1])
+            elif op == "get":
+                session.get(args[0])
+            elif op == "pop":
+                session.pop(args[0], None)
+            elif op == "append":
+                value = session.get(args[0])
+                if isinstance(value, list):
+                    value.append(1)
+                    session.modified = True
+            elif op == "permanent":
+                session.permanent = args[0]
+            else:
+                session.clear()
+        return before
+
+    return app
+
+
+def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
+    [*headers] = set_cookie_headers(response)
+    if not headers:
+        return "none"
+    deleted = "Max-Age=0" in headers[0] or "Expires=Thu, 01 Jan 1970" in headers[0]
+    if deleted:
+        return "deleted" if had_cookie else "none"  # Flask deletes one it never set: no change
+    return "set"
+
+
+@given(requests=st.lists(OPS, min_size=1, max_size=5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
+    nodes: str, requests: list[list[tuple[Any, ...]]]
+) -> None:
+    """What each request finds in the session, whether a cookie is set or deleted, and Vary:
+    the same with pymsm as with Flask's default session, for random request sequences."""
+    apps = [differential_app(None), differential_app(nodes)]
+    clients = [app.test_client() for app in apps]
+    try:
+        for app in apps:
+            app.config["REQUESTS"][:] = requests
+        for index in range(len(requests)):
+            seen = []
+            for client in clients:
+                had = client.get_cookie("session") is not None
+                response = client.get(f"/run/{index}")
+                seen.append(
+                    (response.text, cookie_kind(response, had), response.headers.get("Vary"))
+                )
+            assert seen[1] == seen[0], f"request {index}: {requests[index]}"
+    finally:
+        apps[1].extensions["pymsm"].close()
