@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.test import Client, override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pymsm import SessionManager
 from pymsm.adapters.django import SessionStore
+from support import django_urls
 from support.django_setup import configure
 from support.servers import MEMCACHED_KINDS
 from support.shared_nodes import shared_nodes
@@ -357,3 +361,60 @@ class TestSticky:
             assert replayed.is_new and dict(replayed) == {}
         finally:
             app2.close()
+
+
+# -- the same requests against Django's own cache session backend ----------------------------
+
+KEYS = st.sampled_from(["a", "b", "c"])
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text("xyz", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, VALUES),
+        st.tuples(st.just("setdefault"), KEYS, VALUES),
+        st.tuples(st.just("get"), KEYS),
+        st.tuples(st.just("pop"), KEYS),
+        st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
+        st.tuples(st.just("flush")),
+        st.tuples(st.just("cycle_key")),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=4,
+)
+DJANGO_CACHE = {
+    "SESSION_ENGINE": "django.contrib.sessions.backends.cache",
+    "MIDDLEWARE": ["django.contrib.sessions.middleware.SessionMiddleware"],
+}
+
+
+def cookie_kind(response: Any, had_cookie: bool) -> str:
+    morsel = response.cookies.get("sessionid")
+    if morsel is None:
+        return "none"
+    if morsel.value == "":
+        return "deleted" if had_cookie else "none"
+    return "set"
+
+
+@given(requests=st.lists(OPS, min_size=1, max_size=5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_request_sequence_behaves_as_with_djangos_cache_backend(
+    nodes: str, requests: list[list[tuple[Any, ...]]]
+) -> None:
+    """What each request finds in the session and whether the cookie is set or deleted: the
+    same with pymsm as with Django's own cache backend (locmem), for random request sequences."""
+    django_urls.REQUESTS[:] = requests
+    clients = {"django": Client(), "pymsm": Client()}
+    for index in range(len(requests)):
+        seen = {}
+        for name, client in clients.items():
+            had = bool(client.cookies.get("sessionid") and client.cookies["sessionid"].value)
+            with override_settings(**(DJANGO_CACHE if name == "django" else {})):
+                response = client.get(f"/run/{index}")
+            seen[name] = (response.content.decode(), cookie_kind(response, had))
+        assert seen["pymsm"] == seen["django"], f"request {index}: {requests[index]}"

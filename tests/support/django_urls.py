@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import threading
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -59,7 +61,47 @@ def slow(request: HttpRequest) -> HttpResponse:
     return HttpResponse("slow")
 
 
+# the differential test's requests: lists of (operation, *arguments) run on request.session
+REQUESTS: list[list[tuple[Any, ...]]] = []
+
+
+def canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return sorted((k, canonical(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def run(request: HttpRequest, index: int) -> HttpResponse:
+    """Run request `index` of REQUESTS; answer what the session held when it began."""
+    session = request.session
+    before = repr(canonical(dict(session.items())))
+    for op, *args in copy.deepcopy(REQUESTS[index]):
+        if op == "set":
+            session[args[0]] = args[1]
+        elif op == "setdefault":
+            session.setdefault(args[0], args[1])
+        elif op == "get":
+            session.get(args[0])
+        elif op == "pop":
+            session.pop(args[0], None)
+        elif op == "append":
+            value = session.get(args[0])
+            if isinstance(value, list):
+                value.append(1)
+                session.modified = True
+        elif op == "flush":
+            session.flush()
+        elif op == "cycle_key":
+            session.cycle_key()
+        else:
+            session.clear()
+    return HttpResponse(before)
+
+
 urlpatterns = [
+    path("run/<int:index>", run),
     path("slow", slow),
     path("count", count),
     path("read", read),
