@@ -5,13 +5,18 @@ no blocking call on the event loop."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
+from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,6 +26,7 @@ from pymsm.async_manager import AsyncSessionManager
 from pymsm.manager import SessionManager
 from support.asgi_routes import client, count, logout
 from support.servers import ServerProcess
+from support.shared_nodes import shared_nodes
 
 pytestmark = pytest.mark.integration
 Nodes = Callable[[int], list[ServerProcess]]
@@ -250,3 +256,90 @@ def test_the_blocking_detector_sees_a_blocking_store(
 
     assert slow_callbacks(app, caplog), "a blocking store call must be reported"
     sync.close()
+
+
+# -- the same requests against Starlette's own (cookie) SessionMiddleware -------------------
+
+KEYS = st.sampled_from(["a", "b", "c"])
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text("xyz", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, VALUES),
+        st.tuples(st.just("setdefault"), KEYS, VALUES),
+        st.tuples(st.just("get"), KEYS),
+        st.tuples(st.just("pop"), KEYS),
+        st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
+        st.tuples(st.just("clear")),
+    ),
+    max_size=4,
+)
+
+
+def canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return sorted((k, canonical(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def differential_app(requests: list[list[tuple[Any, ...]]]) -> Starlette:
+    async def run(request: Request) -> Response:
+        session = request.session
+        before = repr(canonical(dict(session)))
+        for op, *args in copy.deepcopy(requests[int(request.path_params["index"])]):
+            if op == "set":
+                session[args[0]] = args[1]
+            elif op == "setdefault":
+                session.setdefault(args[0], args[1])
+            elif op == "get":
+                session.get(args[0])
+            elif op == "pop":
+                session.pop(args[0], None)
+            elif op == "append":
+                value = session.get(args[0])
+                if isinstance(value, list):
+                    value.append(1)
+                    session.modified = True  # Starlette saves only what is marked modified
+            else:
+                session.clear()
+        return PlainTextResponse(before)
+
+    return Starlette(routes=[Route("/run/{index}", run)])
+
+
+@pytest.fixture(scope="module")
+def shared_memcached() -> Iterator[str]:
+    with shared_nodes("memcached") as setting:
+        yield setting
+
+
+@given(requests=st.lists(OPS, min_size=1, max_size=5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_request_sequence_behaves_as_with_starlettes_session(
+    shared_memcached: str, requests: list[list[tuple[Any, ...]]]
+) -> None:
+    """What each request finds in `request.session`, and whether the cookie is deleted: the
+    same with pymsm as with Starlette's SessionMiddleware, for random request sequences."""
+    theirs = StarletteSessions(differential_app(requests), secret_key="differential")
+    ours = SessionMiddleware(differential_app(requests), memcached_nodes=shared_memcached)
+
+    async def scenario() -> None:
+        async with client(theirs) as a, client(ours) as b:  # type: ignore[arg-type]
+            for index in range(len(requests)):
+                seen = []
+                for c in (a, b):
+                    response = await c.get(f"/run/{index}")
+                    header = response.headers.get("set-cookie", "").lower()
+                    deleted = "max-age=0" in header or "expires=thu, 01 jan 1970" in header
+                    seen.append((response.text, deleted))
+                assert seen[1] == seen[0], f"request {index}: {requests[index]}"
+        await ours.manager.close()
+
+    asyncio.run(scenario())
