@@ -382,6 +382,7 @@ OPS = st.lists(
         st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
         st.tuples(st.just("flush")),
         st.tuples(st.just("cycle_key")),
+        st.tuples(st.just("set_expiry"), st.sampled_from([0, 300, None])),
         st.tuples(st.just("clear")),
     ),
     max_size=4,
@@ -398,7 +399,7 @@ def cookie_kind(response: Any, had_cookie: bool) -> str:
         return "none"
     if morsel.value == "":
         return "deleted" if had_cookie else "none"
-    return "set"
+    return f"set max-age={morsel['max-age']}"
 
 
 @given(requests=st.lists(OPS, min_size=1, max_size=5))

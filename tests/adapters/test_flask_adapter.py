@@ -318,7 +318,9 @@ def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
     deleted = "Max-Age=0" in headers[0] or "Expires=Thu, 01 Jan 1970" in headers[0]
     if deleted:
         return "deleted" if had_cookie else "none"  # Flask deletes one it never set: no change
-    return "set"
+    # a permanent session's cookie outlives the browser: Flask gives it Expires, pymsm Max-Age too
+    persistent = "Expires=" in headers[0] or "Max-Age=" in headers[0]
+    return "set, persistent" if persistent else "set"
 
 
 @given(requests=st.lists(OPS, min_size=1, max_size=5))

@@ -95,6 +95,8 @@ def run(request: HttpRequest, index: int) -> HttpResponse:
             session.flush()
         elif op == "cycle_key":
             session.cycle_key()
+        elif op == "set_expiry":
+            session.set_expiry(args[0])
         else:
             session.clear()
     return HttpResponse(before)
