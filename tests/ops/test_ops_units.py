@@ -169,6 +169,39 @@ def test_import_sticky_takes_the_route_from_jvm_route() -> None:
     assert Config(**document["pymsm"]).nodes.failover == frozenset({"n1"})
 
 
+def test_import_without_sticky_is_sticky_as_in_msm() -> None:
+    """The sticky set-up of seed 000 names no `sticky` attribute: MSM's default is sticky, and
+    the import wrote nothing, so pymsm ran it non-sticky."""
+    result = tomcat.parse(
+        """<Context>
+  <Manager className="de.javakaffee.web.msm.MemcachedBackupSessionManager"
+    memcachedNodes="n1:10.0.0.101:11211,n2:10.0.0.102:11211"
+    failoverNodes="n1"
+    requestUriIgnorePattern=".*\\.(ico|png|gif|jpg|css|js)$"
+    transcoderFactoryClass="de.javakaffee.web.msm.serializer.kryo.KryoTranscoderFactory"
+    />
+</Context>"""
+    )
+    assert result.settings["sticky"] is True
+    notes = " ".join(result.notes)
+    assert "sticky was not set (MSM's default: true)" in notes
+    assert "set `route` on each app node" in notes and "lockingMode" not in notes
+    document = tomllib.loads(tomcat.to_toml(result, "context.xml"))
+    assert Config(**document["pymsm"]).sticky is True
+
+
+def test_import_warns_about_an_ignore_pattern_that_misses_static_files() -> None:
+    """Seed 001's `.*/.(png|...)$` (a slash for a backslash) matches `/xpng`, not `/a.png`."""
+    manager = """<Context><Manager className="de.javakaffee.web.msm.MemcachedBackupSessionManager"
+        memcachedNodes="n1:localhost:11211" sticky="false" requestUriIgnorePattern="{}"/></Context>"""
+    slipped = tomcat.parse(manager.format(".*/.(png|gif|jpg|css|js)$"))
+    assert slipped.settings["request_uri_ignore_pattern"] == ".*/.(png|gif|jpg|css|js)$"
+    [warning] = [w for w in slipped.warnings if "requestUriIgnorePattern" in w]
+    assert "does not match /static/a.png" in warning and "did you mean" in warning
+    fine = tomcat.parse(manager.format(r".*\.(ico|png|gif|jpg|css|js)$"))
+    assert not [w for w in fine.warnings if "requestUriIgnorePattern" in w]
+
+
 def test_import_refuses_doctype_and_files_without_msm() -> None:
     evil = '<!DOCTYPE x [<!ENTITY e "boom">]><Context><Manager className="x"/></Context>'
     with pytest.raises(ConfigError, match="DOCTYPE"):

@@ -84,6 +84,13 @@ def parse(text: str | bytes, source: str = "context.xml") -> Imported:
     for name, value in managers[0].attrib.items():
         if name != "className":
             _attribute(result, name, value.strip())
+    if "sticky" not in managers[0].attrib:
+        # MSM's default is sticky, pymsm's is not: say what the Tomcat set-up ran
+        result.settings["sticky"] = True
+        result.notes.append(
+            "sticky was not set (MSM's default: true); pymsm's default is non-sticky, so the "
+            "import writes sticky = true"
+        )
     _context(result, root, managers[0])
     _defaults(result)
     return result
@@ -120,13 +127,15 @@ def _convert(result: Imported, name: str, value: str) -> Any:
         return int(value)
     if name in _REGEX:
         try:
-            re.compile(value)
+            pattern = re.compile(value)
         except re.error as exc:
             result.warnings.append(
                 f"{name}={value!r} not carried over: not a Python regular expression ({exc}); "
                 "rewrite it by hand"
             )
             return None
+        if name == "requestUriIgnorePattern":
+            _check_ignore_pattern(result, value, pattern)
     if name == "memcachedNodes":
         if "://" in value and not value.startswith(("redis://", "rediss://")):
             result.warnings.append(
@@ -138,6 +147,26 @@ def _convert(result: Imported, name: str, value: str) -> Any:
     if name == "failoverNodes":
         return ",".join(re.split(r"[\s,]+", value))
     return value
+
+
+_STATIC = ("ico", "png", "gif", "jpg", "jpeg", "css", "js", "svg", "webp")
+
+
+def _check_ignore_pattern(result: Imported, value: str, pattern: re.Pattern[str]) -> None:
+    """A pattern that names file extensions should match paths ending in them. A common slip,
+    copied from article to article, writes `/.` for `\\.` (`.*/.(png|css)$`): it matches
+    `/xpng`, not `/logo.png`, so static requests load sessions, in Tomcat as in pymsm."""
+    missed = [
+        f"/static/a.{ext}"
+        for ext in _STATIC
+        if re.search(rf"\b{ext}\b", value) and not pattern.search(f"/static/a.{ext}")
+    ]
+    if missed:
+        result.warnings.append(
+            f"requestUriIgnorePattern={value!r} names file types but does not match "
+            f"{', '.join(missed[:2])}: static requests will load sessions. Carried over as "
+            "written; did you mean \\. where it says /. (e.g. .*\\.(ico|png|gif|jpg|css|js)$)?"
+        )
 
 
 def _context(result: Imported, root: ET.Element, manager: ET.Element) -> None:
