@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from pymsm import Config
-from pymsm.admin import tomcat
+from pymsm.admin import doctor, tomcat
 from pymsm.admin.scan import _metadump_line, classify
 from pymsm.admin.sessions import redact
 from pymsm.admin.stats import NodeStats, parse_stats, rates
@@ -221,3 +221,14 @@ def test_import_warns_about_regexes_python_cannot_read() -> None:
     )
     assert "request_uri_ignore_pattern" not in result.settings
     assert any("requestUriIgnorePattern" in w for w in result.warnings)
+
+
+def test_doctor_warns_about_an_ignore_pattern_that_misses_static_files() -> None:
+    nodes = "n1:127.0.0.1:1,n2:127.0.0.1:2"
+    _, findings = doctor.check_settings(
+        {"memcached_nodes": nodes, "request_uri_ignore_pattern": ".*/.(png|css)$"}
+    )
+    [warning] = [f for f in findings if f.check == "request_uri_ignore_pattern"]
+    assert warning.level == "warning" and "does not match /static/a.png" in warning.message
+    _, findings = doctor.check_settings({"memcached_nodes": nodes})  # the default pattern
+    assert not [f for f in findings if f.check == "request_uri_ignore_pattern"]

@@ -8,6 +8,7 @@ warnings are choices worth a second look.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,17 @@ def advice(config: Config) -> list[Finding]:
                 "set an idle timeout such as 1800",
             )
         )
+    pattern = config.request_uri_ignore_pattern
+    missed = ignore_pattern_misses(pattern, re.compile(pattern)) if pattern else []
+    if missed:
+        found.append(
+            Finding(
+                "warning",
+                "request_uri_ignore_pattern",
+                f"{pattern!r} names file types but does not match {', '.join(missed[:2])}: "
+                "static requests load sessions; did you mean \\. where it says /.?",
+            )
+        )
     if config.operation_timeout > 5:
         found.append(
             Finding(
@@ -110,6 +122,20 @@ def advice(config: Config) -> list[Finding]:
             )
         )
     return found
+
+
+_STATIC = ("ico", "png", "gif", "jpg", "jpeg", "css", "js", "svg", "webp")
+
+
+def ignore_pattern_misses(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """Paths of the file types an ignore pattern names that it does not match. A common slip,
+    copied from article to article, writes `/.` for `\\.` (`.*/.(png|css)$`): it matches
+    `/xpng`, not `/logo.png`, so static requests load sessions, in Tomcat as in pymsm."""
+    return [
+        f"/static/a.{ext}"
+        for ext in _STATIC
+        if re.search(rf"\b{ext}\b", text) and not pattern.search(f"/static/a.{ext}")
+    ]
 
 
 @dataclass

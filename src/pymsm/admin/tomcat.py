@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymsm.admin.doctor import ignore_pattern_misses
 from pymsm.exceptions import ConfigError
 
 MANAGER_CLASS = "MemcachedBackupSessionManager"
@@ -149,18 +150,8 @@ def _convert(result: Imported, name: str, value: str) -> Any:
     return value
 
 
-_STATIC = ("ico", "png", "gif", "jpg", "jpeg", "css", "js", "svg", "webp")
-
-
 def _check_ignore_pattern(result: Imported, value: str, pattern: re.Pattern[str]) -> None:
-    """A pattern that names file extensions should match paths ending in them. A common slip,
-    copied from article to article, writes `/.` for `\\.` (`.*/.(png|css)$`): it matches
-    `/xpng`, not `/logo.png`, so static requests load sessions, in Tomcat as in pymsm."""
-    missed = [
-        f"/static/a.{ext}"
-        for ext in _STATIC
-        if re.search(rf"\b{ext}\b", value) and not pattern.search(f"/static/a.{ext}")
-    ]
+    missed = ignore_pattern_misses(value, pattern)
     if missed:
         result.warnings.append(
             f"requestUriIgnorePattern={value!r} names file types but does not match "
