@@ -65,3 +65,15 @@ def test_lazy_sessions_load_on_first_use_only() -> None:
     assert not session.loaded and not calls
     assert session["x"] == 1 and session.created == 1.0 and calls == [1]
     assert session.max_inactive_interval == 60 and calls == [1]
+
+
+def test_copy_is_a_plain_dict_as_with_flask_and_starlette() -> None:
+    session = Session(SessionId.new("n1"), {"a": 1, "b": "x"}, is_new=False)
+    copied = session.copy()
+    assert copied == {"a": 1, "b": "x"} and type(copied) is dict
+    assert session.accessed and not session.modified and not session.mutable_read
+    copied["a"] = 2
+    assert session["a"] == 1  # a copy, not a view
+    nested = Session(SessionId.new("n1"), {"cart": [1]}, is_new=False)
+    nested.copy()["cart"].append(2)
+    assert nested.mutable_read  # the shared list is checked for in-place changes at save

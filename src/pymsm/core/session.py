@@ -266,6 +266,16 @@ class Session(MutableMapping[str, Any]):
         self.accessed = True
         return key in self._data
 
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy as a plain dict, like `dict.copy`: Flask's and Starlette's sessions
+        are dicts, and apps call it. Nested values are shared, so they are checked for
+        in-place changes as after any read of them."""
+        self._ensure()
+        self.accessed = True
+        if not all(isinstance(v, _IMMUTABLE) for v in self._data.values()):
+            self.mutable_read = True
+        return dict(self._data)
+
     def clear(self) -> None:
         self._ensure()
         self.accessed = True
