@@ -5,7 +5,6 @@ no blocking call on the event loop."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
 from starlette.requests import Request
@@ -24,6 +22,7 @@ from starlette.routing import Route
 from pymsm.adapters.asgi import SessionMiddleware
 from pymsm.async_manager import AsyncSessionManager
 from pymsm.manager import SessionManager
+from support import session_ops
 from support.asgi_routes import client, count, logout
 from support.servers import ServerProcess
 from support.shared_nodes import shared_nodes
@@ -260,56 +259,11 @@ def test_the_blocking_detector_sees_a_blocking_store(
 
 # -- the same requests against Starlette's own (cookie) SessionMiddleware -------------------
 
-KEYS = st.sampled_from(["a", "b", "c"])
-VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text("xyz", max_size=2), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("set"), KEYS, VALUES),
-        st.tuples(st.just("setdefault"), KEYS, VALUES),
-        st.tuples(st.just("get"), KEYS),
-        st.tuples(st.just("pop"), KEYS),
-        st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
-        st.tuples(st.just("clear")),
-    ),
-    max_size=4,
-)
 
-
-def canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return sorted((k, canonical(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
-def differential_app(requests: list[list[tuple[Any, ...]]]) -> Starlette:
+def differential_app(requests: list[session_ops.Request]) -> Starlette:
     async def run(request: Request) -> Response:
-        session = request.session
-        before = repr(canonical(dict(session)))
-        for op, *args in copy.deepcopy(requests[int(request.path_params["index"])]):
-            if op == "set":
-                session[args[0]] = args[1]
-            elif op == "setdefault":
-                session.setdefault(args[0], args[1])
-            elif op == "get":
-                session.get(args[0])
-            elif op == "pop":
-                session.pop(args[0], None)
-            elif op == "append":
-                value = session.get(args[0])
-                if isinstance(value, list):
-                    value.append(1)
-                    session.modified = True  # Starlette saves only what is marked modified
-            else:
-                session.clear()
-        return PlainTextResponse(before)
+        index = int(request.path_params["index"])
+        return PlainTextResponse(session_ops.run(request.session, requests[index]))
 
     return Starlette(routes=[Route("/run/{index}", run)])
 
@@ -320,7 +274,7 @@ def shared_memcached() -> Iterator[str]:
         yield setting
 
 
-@given(requests=st.lists(OPS, min_size=1, max_size=5))
+@given(requests=session_ops.requests())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_starlettes_session(
     shared_memcached: str, requests: list[list[tuple[Any, ...]]]

@@ -3,7 +3,6 @@ interface that apps rely on, with the session stored by pymsm."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pymsm.adapters.flask import FlaskSession, init_app
+from support import session_ops
 from support.servers import MEMCACHED_KINDS
 from support.shared_nodes import shared_nodes
 
@@ -237,40 +237,14 @@ def test_several_session_cookies_the_first_stored_one_is_used(nodes: str) -> Non
 
 # -- the same requests against Flask's own cookie session -----------------------------------
 
-KEYS = st.sampled_from(["a", "b", "c"])
-VALUES = (
-    st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
-        lambda inner: (
-            st.lists(inner, max_size=3)
-            | st.dictionaries(st.text("xyz", max_size=2), inner, max_size=3)
-        ),
-        max_leaves=6,
-    )
-    | st.tuples(st.integers(), st.text(max_size=3))
-    | st.binary(max_size=4)
+# Flask's tags keep tuples and bytes too
+FLASK_VALUES = (
+    session_ops.JSON_VALUES | st.tuples(st.integers(), st.text(max_size=3)) | st.binary(max_size=4)
 )
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("set"), KEYS, VALUES),
-        st.tuples(st.just("setdefault"), KEYS, VALUES),
-        st.tuples(st.just("get"), KEYS),
-        st.tuples(st.just("pop"), KEYS),
-        st.tuples(st.just("append"), KEYS),  # in place, then session.modified = True
-        st.tuples(st.just("permanent"), st.booleans()),
-        st.tuples(st.just("clear")),
-    ),
-    max_size=4,
+FLASK_REQUESTS = session_ops.requests(
+    st.tuples(st.just("set"), session_ops.KEYS, FLASK_VALUES),
+    st.tuples(st.just("permanent"), st.booleans()),
 )
-
-
-def canonical(value: Any) -> Any:
-    """Dicts with sorted keys: Flask's serializer sorts them, pymsm keeps the order."""
-    if isinstance(value, dict):
-        return sorted((k, canonical(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
 
 
 def differential_app(nodes: str | None) -> flask.Flask:
@@ -281,32 +255,15 @@ def differential_app(nodes: str | None) -> flask.Flask:
     if nodes is not None:
         app.config["MSM_MEMCACHED_NODES"] = nodes
         init_app(app)
-    session = flask.session
-    requests: list[list[tuple[Any, ...]]] = []
+    requests: list[session_ops.Request] = []
     app.config["REQUESTS"] = requests
+
+    def permanent(value: bool) -> None:
+        flask.session.permanent = value
 
     @app.get("/run/<int:index>")
     def run(index: int) -> str:
-        before = repr(canonical(dict(session)))
-        for op, *args in copy.deepcopy(requests[index]):  # values are mutated in place
-            if op == "set":
-                session[args[0]] = args[1]
-            elif op == "setdefault":
-                session.setdefault(args[0], args[1])
-            elif op == "get":
-                session.get(args[0])
-            elif op == "pop":
-                session.pop(args[0], None)
-            elif op == "append":
-                value = session.get(args[0])
-                if isinstance(value, list):
-                    value.append(1)
-                    session.modified = True
-            elif op == "permanent":
-                session.permanent = args[0]
-            else:
-                session.clear()
-        return before
+        return session_ops.run(flask.session, requests[index], {"permanent": permanent})
 
     return app
 
@@ -323,7 +280,7 @@ def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
     return "set, persistent" if persistent else "set"
 
 
-@given(requests=st.lists(OPS, min_size=1, max_size=5))
+@given(requests=FLASK_REQUESTS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
     nodes: str, requests: list[list[tuple[Any, ...]]]

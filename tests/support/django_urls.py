@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import threading
-from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
+
+from support import session_ops
 
 
 def count(request: HttpRequest) -> HttpResponse:
@@ -61,45 +61,19 @@ def slow(request: HttpRequest) -> HttpResponse:
     return HttpResponse("slow")
 
 
-# the differential test's requests: lists of (operation, *arguments) run on request.session
-REQUESTS: list[list[tuple[Any, ...]]] = []
-
-
-def canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return sorted((k, canonical(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
+# the differential test's requests (support/session_ops.py)
+REQUESTS: list[session_ops.Request] = []
 
 
 def run(request: HttpRequest, index: int) -> HttpResponse:
     """Run request `index` of REQUESTS; answer what the session held when it began."""
     session = request.session
-    before = repr(canonical(dict(session.items())))
-    for op, *args in copy.deepcopy(REQUESTS[index]):
-        if op == "set":
-            session[args[0]] = args[1]
-        elif op == "setdefault":
-            session.setdefault(args[0], args[1])
-        elif op == "get":
-            session.get(args[0])
-        elif op == "pop":
-            session.pop(args[0], None)
-        elif op == "append":
-            value = session.get(args[0])
-            if isinstance(value, list):
-                value.append(1)
-                session.modified = True
-        elif op == "flush":
-            session.flush()
-        elif op == "cycle_key":
-            session.cycle_key()
-        elif op == "set_expiry":
-            session.set_expiry(args[0])
-        else:
-            session.clear()
-    return HttpResponse(before)
+    extra = {
+        "flush": session.flush,
+        "cycle_key": session.cycle_key,
+        "set_expiry": session.set_expiry,
+    }
+    return HttpResponse(session_ops.run(session, REQUESTS[index], extra))
 
 
 urlpatterns = [
