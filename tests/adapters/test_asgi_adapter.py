@@ -120,6 +120,23 @@ def test_several_session_cookies_the_first_stored_one_is_used(memcached_nodes: N
     asyncio.run(scenario())
 
 
+def test_a_cookie_header_split_in_several_fields_is_read_whole(memcached_nodes: Nodes) -> None:
+    """HTTP/2 clients may send one `cookie` field per cookie (RFC 9113, 8.2.3), and an ASGI
+    server may pass them on as they are; only the first was read."""
+    app = make_app(nodes_of(memcached_nodes(2)))
+
+    async def scenario() -> None:
+        async with client(app) as c:
+            stored = (await c.get("/count")).cookies["MSMSESSIONID"]
+            c.cookies.clear()
+            split = [("cookie", "theme=dark"), ("cookie", f"MSMSESSIONID={stored}")]
+            response = await c.get("/count", headers=split)
+            assert response.json() == {"count": 2} and "set-cookie" not in response.headers
+        await app.manager.close()
+
+    asyncio.run(scenario())
+
+
 def test_streaming_and_ignored_paths_and_lifespan(memcached_nodes: Nodes) -> None:
     app = make_app(nodes_of(memcached_nodes(2)))
 

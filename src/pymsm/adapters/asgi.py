@@ -55,7 +55,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         manager = self.manager
-        sent = manager.read_cookie(_header(scope, b"cookie"))
+        sent = manager.read_cookie(_cookie_header(scope))
         method = scope.get("method", "GET")
         try:
             declared = scope.get(ACCESS_KEY) or declared_access(self.app)
@@ -135,9 +135,10 @@ def _last_body(message: Message) -> bool:
     return message["type"] == "http.response.body" and not message.get("more_body", False)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
+def _cookie_header(scope: Scope) -> str | None:
+    """The Cookie header. HTTP/2 and HTTP/3 clients may split it into several fields (RFC 9113,
+    8.2.3), and an ASGI server may pass them on as they are: they are joined, as for HTTP/1."""
+    found = [value for key, value in scope.get("headers", ()) if key == b"cookie"]
+    if not found:
+        return None
+    return b"; ".join(found).decode("latin-1")
