@@ -280,18 +280,20 @@ def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
     return "set, persistent" if persistent else "set"
 
 
-@given(requests=FLASK_REQUESTS)
+@given(requests=FLASK_REQUESTS, refresh=st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
-    nodes: str, requests: list[list[tuple[Any, ...]]]
+    nodes: str, requests: list[list[tuple[Any, ...]]], refresh: bool
 ) -> None:
     """What each request finds in the session, whether a cookie is set or deleted, and Vary:
-    the same with pymsm as with Flask's default session, for random request sequences."""
+    the same with pymsm as with Flask's default session, for random request sequences, with
+    SESSION_REFRESH_EACH_REQUEST either way."""
     apps = [differential_app(None), differential_app(nodes)]
     clients = [app.test_client() for app in apps]
     try:
         for app in apps:
             app.config["REQUESTS"][:] = requests
+            app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh
         for index in range(len(requests)):
             seen = []
             for client in clients:
