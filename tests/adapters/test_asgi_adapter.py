@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
 from starlette.requests import Request
@@ -291,15 +292,17 @@ def shared_memcached() -> Iterator[str]:
         yield setting
 
 
-@given(requests=session_ops.requests())
+@given(requests=session_ops.requests(), sticky=st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_starlettes_session(
-    shared_memcached: str, requests: list[list[tuple[Any, ...]]]
+    shared_memcached: str, requests: list[list[tuple[Any, ...]]], sticky: bool
 ) -> None:
     """What each request finds in `request.session`, and whether the cookie is deleted: the
-    same with pymsm as with Starlette's SessionMiddleware, for random request sequences."""
+    same with pymsm, sticky or not, as with Starlette's SessionMiddleware, for random request
+    sequences."""
     theirs = StarletteSessions(differential_app(requests), secret_key="differential")
-    ours = SessionMiddleware(differential_app(requests), memcached_nodes=shared_memcached)
+    mode: dict[str, Any] = {"sticky": True, "route": "app1"} if sticky else {}
+    ours = SessionMiddleware(differential_app(requests), memcached_nodes=shared_memcached, **mode)
 
     async def scenario() -> None:
         async with client(theirs) as a, client(ours) as b:  # type: ignore[arg-type]

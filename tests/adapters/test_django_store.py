@@ -389,25 +389,33 @@ def cookie_kind(response: Any, had_cookie: bool) -> str:
     requests=DJANGO_REQUESTS,
     every_request=st.booleans(),  # SESSION_SAVE_EVERY_REQUEST
     browser_close=st.booleans(),  # SESSION_EXPIRE_AT_BROWSER_CLOSE
+    sticky=st.booleans(),
 )
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_djangos_cache_backend(
-    nodes: str, requests: list[list[tuple[Any, ...]]], every_request: bool, browser_close: bool
+    nodes: str,
+    requests: list[list[tuple[Any, ...]]],
+    every_request: bool,
+    browser_close: bool,
+    sticky: bool,
 ) -> None:
     """What each request finds in the session and whether the cookie is set or deleted: the
-    same with pymsm as with Django's own cache backend (locmem), for random request sequences,
-    with Django's session settings either way."""
+    same with pymsm, sticky or not, as with Django's own cache backend (locmem), for random
+    request sequences, with Django's session settings either way."""
     django_urls.REQUESTS[:] = requests
     clients = {"django": Client(), "pymsm": Client()}
     django = {
         "SESSION_SAVE_EVERY_REQUEST": every_request,
         "SESSION_EXPIRE_AT_BROWSER_CLOSE": browser_close,
     }
-    for index in range(len(requests)):
-        seen = {}
-        for name, client in clients.items():
-            had = bool(client.cookies.get("sessionid") and client.cookies["sessionid"].value)
-            with override_settings(**django, **(DJANGO_CACHE if name == "django" else {})):
-                response = client.get(f"/run/{index}")
-            seen[name] = (response.content.decode(), cookie_kind(response, had))
-        assert seen["pymsm"] == seen["django"], f"request {index}: {requests[index]}"
+    # one manager for the whole sequence (changing an MSM_ setting makes a new one), so sticky
+    # mode serves its local copies; Django's own settings change per request, without a reset
+    with override_settings(MSM_STICKY=sticky, MSM_ROUTE="app1" if sticky else None):
+        for index in range(len(requests)):
+            seen = {}
+            for name, client in clients.items():
+                had = bool(client.cookies.get("sessionid") and client.cookies["sessionid"].value)
+                with override_settings(**django, **(DJANGO_CACHE if name == "django" else {})):
+                    response = client.get(f"/run/{index}")
+                seen[name] = (response.content.decode(), cookie_kind(response, had))
+            assert seen["pymsm"] == seen["django"], f"request {index}: {requests[index]}"

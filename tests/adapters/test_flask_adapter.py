@@ -247,13 +247,14 @@ FLASK_REQUESTS = session_ops.requests(
 )
 
 
-def differential_app(nodes: str | None) -> flask.Flask:
+def differential_app(nodes: str | None, **settings: object) -> flask.Flask:
     """One view that runs a request's operations on `flask.session` and returns what the
     session held when the request began: with pymsm (`nodes`) or Flask's cookie session."""
     app = flask.Flask(__name__)
     app.secret_key = "differential"
     if nodes is not None:
         app.config["MSM_MEMCACHED_NODES"] = nodes
+        app.config.update(settings)
         init_app(app)
     requests: list[session_ops.Request] = []
     app.config["REQUESTS"] = requests
@@ -280,15 +281,16 @@ def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
     return "set, persistent" if persistent else "set"
 
 
-@given(requests=FLASK_REQUESTS, refresh=st.booleans())
+@given(requests=FLASK_REQUESTS, refresh=st.booleans(), sticky=st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
-    nodes: str, requests: list[list[tuple[Any, ...]]], refresh: bool
+    nodes: str, requests: list[list[tuple[Any, ...]]], refresh: bool, sticky: bool
 ) -> None:
     """What each request finds in the session, whether a cookie is set or deleted, and Vary:
-    the same with pymsm as with Flask's default session, for random request sequences, with
-    SESSION_REFRESH_EACH_REQUEST either way."""
-    apps = [differential_app(None), differential_app(nodes)]
+    the same with pymsm, sticky or not, as with Flask's default session, for random request
+    sequences, with SESSION_REFRESH_EACH_REQUEST either way."""
+    mode = {"MSM_STICKY": True, "MSM_ROUTE": "app1"} if sticky else {}
+    apps = [differential_app(None), differential_app(nodes, **mode)]
     clients = [app.test_client() for app in apps]
     try:
         for app in apps:
