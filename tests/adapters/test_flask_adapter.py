@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.test import Client
 
 from pymsm.adapters.flask import FlaskSession, init_app
 from support import session_ops
@@ -281,19 +282,39 @@ def cookie_kind(response: flask.Response, had_cookie: bool) -> str:
     return "set, persistent" if persistent else "set"
 
 
-@given(requests=FLASK_REQUESTS, refresh=st.booleans(), sticky=st.booleans())
+class Alternate:
+    """Two app processes behind a round-robin balancer, in process: request n goes to app
+    n mod 2."""
+
+    def __init__(self, apps: list[flask.Flask]) -> None:
+        self.apps, self.served = apps, 0
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        app = self.apps[self.served % len(self.apps)]
+        self.served += 1
+        return app(environ, start_response)
+
+
+@given(
+    requests=FLASK_REQUESTS,
+    refresh=st.booleans(),
+    sticky=st.booleans(),
+    processes=st.sampled_from([1, 2]),
+)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
-    nodes: str, requests: list[list[tuple[Any, ...]]], refresh: bool, sticky: bool
+    nodes: str, requests: list[list[tuple[Any, ...]]], refresh: bool, sticky: bool, processes: int
 ) -> None:
     """What each request finds in the session, whether a cookie is set or deleted, and Vary:
-    the same with pymsm, sticky or not, as with Flask's default session, for random request
-    sequences, with SESSION_REFRESH_EACH_REQUEST either way."""
+    the same with pymsm as with Flask's default session, for random request sequences: sticky
+    or not, one app process or two taking turns (behind one route), with
+    SESSION_REFRESH_EACH_REQUEST either way."""
     mode = {"MSM_STICKY": True, "MSM_ROUTE": "app1"} if sticky else {}
-    apps = [differential_app(None), differential_app(nodes, **mode)]
-    clients = [app.test_client() for app in apps]
+    flasks = differential_app(None)
+    ours = [differential_app(nodes, **mode) for _ in range(processes)]
+    clients = [flasks.test_client(), Client(Alternate(ours))]
     try:
-        for app in apps:
+        for app in (flasks, *ours):
             app.config["REQUESTS"][:] = requests
             app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh
         for index in range(len(requests)):
@@ -306,4 +327,5 @@ def test_a_request_sequence_behaves_as_with_flasks_cookie_session(
                 )
             assert seen[1] == seen[0], f"request {index}: {requests[index]}"
     finally:
-        apps[1].extensions["pymsm"].close()
+        for app in ours:
+            app.extensions["pymsm"].close()
