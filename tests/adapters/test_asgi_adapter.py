@@ -292,20 +292,31 @@ def shared_memcached() -> Iterator[str]:
         yield setting
 
 
-@given(requests=session_ops.requests(), sticky=st.booleans())
+@given(requests=session_ops.requests(), sticky=st.booleans(), processes=st.sampled_from([1, 2]))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_request_sequence_behaves_as_with_starlettes_session(
-    shared_memcached: str, requests: list[list[tuple[Any, ...]]], sticky: bool
+    shared_memcached: str, requests: list[list[tuple[Any, ...]]], sticky: bool, processes: int
 ) -> None:
     """What each request finds in `request.session`, and whether the cookie is deleted: the
-    same with pymsm, sticky or not, as with Starlette's SessionMiddleware, for random request
-    sequences."""
+    same with pymsm as with Starlette's SessionMiddleware, for random request sequences:
+    sticky or not, one app process or two taking turns (behind one route)."""
     theirs = StarletteSessions(differential_app(requests), secret_key="differential")
     mode: dict[str, Any] = {"sticky": True, "route": "app1"} if sticky else {}
-    ours = SessionMiddleware(differential_app(requests), memcached_nodes=shared_memcached, **mode)
+    ours = [
+        SessionMiddleware(differential_app(requests), memcached_nodes=shared_memcached, **mode)
+        for _ in range(processes)
+    ]
+    served = 0
+
+    async def alternate(scope: Any, receive: Any, send: Any) -> None:
+        """Request n goes to process n mod `processes`, as a round-robin balancer sends it."""
+        nonlocal served
+        if scope["type"] == "http":
+            served += 1
+        await ours[served % processes](scope, receive, send)
 
     async def scenario() -> None:
-        async with client(theirs) as a, client(ours) as b:  # type: ignore[arg-type]
+        async with client(theirs) as a, client(alternate) as b:  # type: ignore[arg-type]
             for index in range(len(requests)):
                 seen = []
                 for c in (a, b):
@@ -314,6 +325,7 @@ def test_a_request_sequence_behaves_as_with_starlettes_session(
                     deleted = "max-age=0" in header or "expires=thu, 01 jan 1970" in header
                     seen.append((response.text, deleted))
                 assert seen[1] == seen[0], f"request {index}: {requests[index]}"
-        await ours.manager.close()
+        for app in ours:
+            await app.manager.close()
 
     asyncio.run(scenario())
