@@ -116,9 +116,13 @@ class AsyncSessionManager(_Base):
         ctx.cas = guard.plan.cas
         if isinstance(cookie, tuple):
             loaded = await self._load_several(ctx, session, guard, cookie)
-        else:
-            sid = self.parse_id(cookie)
-            loaded = await self._load_one(ctx, guard, sid) if sid else flows.Loaded("new")
+        elif (sid := self.parse_id(cookie)) is None:
+            loaded = flows.Loaded("new")
+        else:  # `_load_one`, inlined: this is every request's path
+            if guard.plan.lock:
+                await self._lock(ctx, sid, guard)
+                ctx.now = self.clock()
+            loaded = await self.run(flows.load(ctx, sid))
         self._loaded(ctx, session, loaded)
         return session
 

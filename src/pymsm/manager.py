@@ -184,12 +184,9 @@ class _Base:
         ctx.cas = guard.plan.cas
         return ctx
 
-    def candidates(self, cookie: Sent) -> list[SessionId]:
-        """The well-formed ids among what the client sent, in its order."""
-        if not isinstance(cookie, tuple):
-            sid = self.parse_id(cookie)
-            return [] if sid is None else [sid]
-        return [sid for sid in map(self.parse_id, cookie) if sid is not None]
+    def candidates(self, cookies: tuple[str, ...]) -> list[SessionId]:
+        """The well-formed ids among the cookies the client sent, in its order."""
+        return [sid for sid in map(self.parse_id, cookies) if sid is not None]
 
     def passed_over(self, sid: SessionId, status: str) -> None:
         """The client sent several session cookies and `sid` names no session we can serve:

@@ -78,8 +78,8 @@ class Session(MutableMapping[str, Any]):
         self.load_status = "new"
         self.cas_token: Any = None  # the record's CAS token as loaded (optimistic writes)
         self.lock: Any = None  # the manager's per-request lock state (pymsm.locks.Guard)
-        # when the client sent several cookies: the one this session was loaded from (None if
-        # none named a stored session), for the cookie decision (pymsm.cookies.MAX_COOKIES)
+        # when the client sent several cookies: the one this session was loaded from (the last
+        # one tried if none named a stored session), for the cookie decision (pymsm.cookies)
         self.sent_id: str | None = None
 
     @classmethod
