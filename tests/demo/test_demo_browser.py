@@ -75,9 +75,16 @@ def test_demo_page_in_chromium_and_its_kill_button(
     first_node = text(browser, "#node")
     sid = text(browser, "#session-id")
     assert first_node in ("app1", "app2") and text(browser, "#count") == "1"
-    browser.get(demo.url + "/")
-    assert text(browser, "#node") != first_node  # round robin: the other app
-    assert text(browser, "#session-id") == sid and text(browser, "#count") == "2"
+    # round robin sends the next page to the other app; a backend the balancer holds down for a
+    # moment (a health check slow on a loaded machine) may skip a turn, so allow a few
+    visits = 1
+    while visits < 6:
+        browser.get(demo.url + "/")
+        visits += 1
+        assert text(browser, "#session-id") == sid and text(browser, "#count") == str(visits)
+        if text(browser, "#node") != first_node:
+            break
+    assert text(browser, "#node") != first_node, "the balancer never sent the page elsewhere"
     shot = tmp_path_factory.mktemp("demo") / "demo-page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
@@ -87,7 +94,7 @@ def test_demo_page_in_chromium_and_its_kill_button(
     assert row.get_attribute("data-up") == "false" and "killed" in row.text
     assert [n["up"] for n in demo.state()["memcached"] if n["name"] == home] == [False]
     browser.get(demo.url + "/")
-    assert text(browser, "#count") == "4"  # the redirect's page was visit 3
+    assert text(browser, "#count") == str(visits + 2)  # the redirect's page was one visit
     assert text(browser, "#session-id .base") == sid.split("-")[0]
     assert text(browser, "#session-id .node") != home
     assert f"started memcached {home}" in message_after_click(browser, f"start-memcached-{home}")
