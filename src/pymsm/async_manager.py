@@ -118,11 +118,8 @@ class AsyncSessionManager(_Base):
             loaded = await self._load_several(ctx, session, guard, cookie)
         elif (sid := self.parse_id(cookie)) is None:
             loaded = flows.Loaded("new")
-        else:  # `_load_one`, inlined: this is every request's path
-            if guard.plan.lock:
-                await self._lock(ctx, sid, guard)
-                ctx.now = self.clock()
-            loaded = await self.run(flows.load(ctx, sid))
+        else:
+            loaded = await self._load_one(ctx, guard, sid)
         self._loaded(ctx, session, loaded)
         return session
 

@@ -32,15 +32,6 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{0,100}")
 _MS = ("operation_timeout", "session_backup_timeout", "lock_wait_timeout")
-# settings whose default is None: an empty string (`MSM_ROUTE=`) leaves them unset
-_UNSET_IF_EMPTY = (
-    "route",
-    "lock_wait_timeout",
-    "session_attribute_filter",
-    "compress_threshold",
-    "cookie_domain",
-    "access_time_resolution",
-)
 
 
 def duration(name: str, value: Any, unit: str) -> float:
@@ -301,6 +292,15 @@ class Config:
 
 def setting_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.init]
+
+
+# the settings whose default is None: an empty string (`MSM_ROUTE=`) leaves them unset; not
+# secret_key, where an empty string is refused (it would sign with a known key)
+_UNSET_IF_EMPTY = tuple(
+    f.name
+    for f in dataclasses.fields(Config)
+    if f.init and f.default is None and f.name != "secret_key"
+)
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -436,17 +436,14 @@ class SessionManager(_Base):
             loaded = self._load_several(ctx, session, guard, cookie)
         elif (sid := self.parse_id(cookie)) is None:
             loaded = flows.Loaded("new")
-        else:  # `_load_one`, inlined: this is every request's path
-            if guard is not None and guard.plan.lock:
-                self._lock(ctx, sid, guard)
-                ctx.now = self.clock()  # waiting for the lock took time
-            loaded = self.run(flows.load(ctx, sid))
+        else:
+            loaded = self._load_one(ctx, guard, sid)
         self._loaded(ctx, session, loaded)
 
     def _load_one(self, ctx: flows.Context, guard: Guard | None, sid: SessionId) -> flows.Loaded:
         if guard is not None and guard.plan.lock:
             self._lock(ctx, sid, guard)
-            ctx.now = self.clock()
+            ctx.now = self.clock()  # waiting for the lock took time
         return self.run(flows.load(ctx, sid))
 
     def _load_several(

@@ -94,9 +94,7 @@ class _StickyCache(Generic[M]):
         if sid is None:
             m._loaded(ctx, session, flows.Loaded("new"))
             return None
-        with self.lock:  # `_loading`, inlined: this is every request's path
-            entry = self.cache.get(str(sid))
-        return _Loading(ctx, sid, entry)
+        return self._loading(ctx, sid)
 
     def _loading(
         self, ctx: Context, sid: SessionId, rest: tuple[SessionId, ...] = (), several: bool = False
