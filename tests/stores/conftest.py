@@ -1,14 +1,19 @@
-"""Fixtures shared by the store tests."""
+"""Fixtures shared by the store tests: every store kind behind one blocking view, and a hung
+server."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from support.servers import HOST
+from support.servers import HOST, ServerProcess
+from support.store_harness import STORE_KINDS, Harness
 
 
 @pytest.fixture
@@ -34,3 +39,45 @@ def silent_port() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     listener.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def memcached_kind(store_kind: str) -> str:
+    """Overrides conftest's parametrised kind: here the kind comes from `store_kind`."""
+    return store_kind.partition("/")[2] or "memcached"
+
+
+@pytest.fixture
+def harness(
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    memcached_nodes: Callable[[int], list[ServerProcess]],
+) -> Iterator[Harness]:
+    def redis_port() -> int:
+        server: ServerProcess = request.getfixturevalue("redis_single")
+        return server.port
+
+    def memcached_port() -> int:
+        return memcached_nodes(1)[0].port
+
+    harness = Harness(store_kind, asyncio.new_event_loop(), redis_port, memcached_port)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def store(harness: Harness) -> Any:
+    return harness.open()
+
+
+@pytest.fixture
+def key() -> Callable[[str], str]:
+    """Unique keys per test, shaped like pymsm's (prefix, validity:, lock:), on a shared server."""
+    base = uuid.uuid4().hex.upper()
+    return lambda name: f"{name}{base}" if name.endswith(":") else f"{base}-{name}"

@@ -1,132 +1,19 @@
 """The store port's contract (pymsm/stores/base.py), run against every store, sync and async.
 
 Each test is written once against a blocking view of the store: async stores are driven on an
-event loop owned by the test. To add a store, add a kind to STORE_KINDS and build it in `_open`.
+event loop owned by the test (support/store_harness.py, fixtures in conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError, StoreUnavailable
-from pymsm.stores.memcached import MemcachedStore
-from pymsm.stores.memory import AsyncMemoryStore, MemoryStore
-from pymsm.stores.redis import AsyncRedisStore, RedisStore
-from support.servers import HOST, MEMCACHED_KINDS, ServerProcess, free_port
-
-STORE_KINDS = [
-    "memory",
-    "memory-async",
-    "redis",
-    "redis-async",
-    *(f"memcached/{kind}" for kind in sorted(MEMCACHED_KINDS)),
-    "memcached-busy-poll/memcached",  # replies read by polling (MemcachedStore busy_poll)
-]
-
-
-class Blocking:
-    """Calls an async store's methods to completion on `loop`, so one test body serves both."""
-
-    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._store = store
-        self._loop = loop
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._store, name)
-        return lambda *args: self._loop.run_until_complete(method(*args))
-
-
-class Harness:
-    """Opens stores of one kind: against the live server, or against nothing (`unreachable`)."""
-
-    def __init__(
-        self,
-        kind: str,
-        loop: asyncio.AbstractEventLoop,
-        redis_port: Callable[[], int],
-        memcached: Callable[[], int],
-    ) -> None:
-        self.kind = kind
-        self.loop = loop
-        self._redis_port = redis_port
-        self._memcached = memcached
-        self.opened: list[Any] = []
-
-    def open(self, port: int | None = None) -> Any:
-        store = self._open(port)
-        self.opened.append(store)
-        return Blocking(store, self.loop) if self.kind.endswith("-async") else store
-
-    def _open(self, port: int | None) -> Any:
-        if self.kind.startswith("memory"):
-            sync = MemoryStore()
-            sync.down = port is not None
-            return AsyncMemoryStore(sync) if self.kind == "memory-async" else sync
-        if self.kind.startswith("redis"):
-            url = f"redis://{HOST}:{port or self._redis_port()}/0"
-            return AsyncRedisStore(url, 0.5) if self.kind == "redis-async" else RedisStore(url, 0.5)
-        poll = 0.002 if self.kind.startswith("memcached-busy-poll") else 0.0
-        return MemcachedStore(Node(None, HOST, port or self._memcached()), 0.5, busy_poll=poll)
-
-    def unreachable(self) -> Any:
-        """A store whose server is not there (a free port nobody listens on)."""
-        return self.open(free_port())
-
-    def close(self) -> None:
-        for store in self.opened:
-            result = store.close()
-            if asyncio.iscoroutine(result):
-                self.loop.run_until_complete(result)
-        self.loop.close()
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-def memcached_kind(store_kind: str) -> str:
-    """Overrides conftest's parametrised kind: here the kind comes from `store_kind`."""
-    return store_kind.partition("/")[2] or "memcached"
-
-
-@pytest.fixture
-def harness(
-    store_kind: str,
-    request: pytest.FixtureRequest,
-    memcached_nodes: Callable[[int], list[ServerProcess]],
-) -> Iterator[Harness]:
-    def redis_port() -> int:
-        server: ServerProcess = request.getfixturevalue("redis_single")
-        return server.port
-
-    def memcached_port() -> int:
-        return memcached_nodes(1)[0].port
-
-    harness = Harness(store_kind, asyncio.new_event_loop(), redis_port, memcached_port)
-    yield harness
-    harness.close()
-
-
-@pytest.fixture
-def store(harness: Harness) -> Any:
-    return harness.open()
-
-
-@pytest.fixture
-def key() -> Callable[[str], str]:
-    """Unique keys per test, shaped like pymsm's (prefix, validity:, lock:), on a shared server."""
-    base = uuid.uuid4().hex.upper()
-    return lambda name: f"{name}{base}" if name.endswith(":") else f"{base}-{name}"
+from support.store_harness import Harness
 
 
 def test_get_many_returns_only_present_keys(store: Any, key: Callable[[str], str]) -> None:
@@ -136,6 +23,7 @@ def test_get_many_returns_only_present_keys(store: Any, key: Callable[[str], str
     assert store.get_many([a, b, missing]) == {a: b"\x00alpha\xff", b: b"beta"}
     assert store.get_many([missing]) == {}
     assert store.get_many([]) == {}
+    assert store.gets_many([]) == {}
 
 
 def test_pymsm_key_shapes_round_trip(store: Any, key: Callable[[str], str]) -> None:

@@ -127,10 +127,14 @@ class AsyncMemcachedStore:
     # -- the store port -------------------------------------------------------------------------
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}  # "get" without a key is an ERROR, as in the sync store
         found = await self._call(text.line("get", *map(self._key, keys)), _values)
         return {k: v for k, (v, _) in (found or {}).items()}
 
     async def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, bytes]]:
+        if not keys:
+            return {}
         found = await self._call(text.line("gets", *map(self._key, keys)), _values)
         return found or {}
 
