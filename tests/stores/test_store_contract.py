@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pymsm.exceptions import StoreError, StoreUnavailable
+from pymsm.exceptions import ItemTooLarge, StoreError, StoreUnavailable
+from pymsm.stores.base import ITEM_OVERHEAD
 from support.store_harness import Harness
 
 
@@ -135,6 +136,28 @@ def test_ttls_expire_extend_and_clear(store: Any, key: Callable[[str], str]) -> 
         touched: b"v",
         persisted: b"v",
     }
+
+
+def test_item_size_limit_is_counted_as_memcached_counts_it(
+    harness: Harness, store: Any, key: Callable[[str], str]
+) -> None:
+    """Key, value and memcached's per-item overhead against 1 MB (memcached -I): the largest
+    item that fits is stored (real memcached takes 5 bytes more), one byte more is refused
+    before it is sent, with or without noreply. Redis has no such limit (512 MB)."""
+    k = key("big")
+    fits = b"x" * (1024 * 1024 - len(k) - ITEM_OVERHEAD)
+    store.set(k, fits, 60)
+    assert store.get_many([k]) == {k: fits}
+    if harness.client.startswith("redis"):
+        store.set(k, fits + b"y", 60, True)
+        assert store.get_many([k]) == {k: fits + b"y"}
+        return
+    for noreply in (False, True):
+        with pytest.raises(ItemTooLarge, match="item size limit"):
+            store.set(k, fits + b"y", 60, noreply)
+    with pytest.raises(ItemTooLarge):
+        store.add(key("other"), fits + b"y", 60)
+    assert store.get_many([k]) == {k: fits}
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class Replace:
 
 @dataclass(slots=True)
 class Delete:
-    """Delete -> bool (was present); None with noreply."""
+    """Delete -> bool (was present); False with noreply (not known)."""
 
     node: str
     key: str
@@ -65,7 +65,7 @@ class Delete:
 
 @dataclass(slots=True)
 class Touch:
-    """Set a new lifetime -> bool (was present); None with noreply."""
+    """Set a new lifetime -> bool (was present); False with noreply (not known)."""
 
     node: str
     key: str

@@ -3,6 +3,8 @@
 Every method raises StoreUnavailable (connection refused/reset), StoreTimeout (no answer within
 `operation_timeout`) or ItemTooLarge (the server refused the size); nothing else escapes.
 `ttl` is in seconds relative to now, 0 for no expiry; a store converts it to its server's rules.
+`noreply` (set, delete, touch): the store need not wait for the answer, so it cannot know it:
+delete and touch return False then, on every store.
 
 Conditional operations:
 - `gets_many` returns each present key's value and an opaque CAS token (memcached's cas unique,

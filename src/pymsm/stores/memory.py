@@ -7,11 +7,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from pymsm.exceptions import ItemTooLarge, StoreError, StoreUnavailable
+from pymsm.exceptions import StoreError, StoreUnavailable
+
+from .base import check_item_size
 
 
 class MemoryStore:
-    """Sync store over a dict. `clock` gives seconds; items over `item_size_limit` are refused.
+    """Sync store over a dict. `clock` gives seconds; items over `item_size_limit` are refused,
+    counted as the memcached stores count them (key, value and memcached's item overhead).
 
     Failure injection: `down = True` makes every call raise StoreUnavailable; `fail_next(n, exc)`
     makes the next n calls raise exc. `calls` counts operations by name (round trips in tests).
@@ -60,10 +63,7 @@ class MemoryStore:
         return item[0]
 
     def _put(self, key: str, value: bytes, ttl: int) -> None:
-        if len(value) > self.item_size_limit:
-            raise ItemTooLarge(
-                f"{self.name}: {len(value)} bytes is over the item size limit", self.name
-            )
+        check_item_size(self.name, key, value, self.item_size_limit)  # as memcached counts
         self.items[key] = (bytes(value), self.clock() + ttl if ttl > 0 else 0.0)
         self._version += 1
         self.versions[key] = self._version
@@ -124,7 +124,7 @@ class MemoryStore:
             self._enter("delete")
             present = self._live(key) is not None
             self.items.pop(key, None)
-            return present
+            return present and not noreply  # a real store does not wait to know
 
     def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
         with self._lock:
@@ -133,7 +133,7 @@ class MemoryStore:
             if value is None:
                 return False
             self.items[key] = (value, self.clock() + ttl if ttl > 0 else 0.0)
-            return True
+            return not noreply
 
     def close(self) -> None:
         pass

@@ -198,14 +198,16 @@ class RedisStore(_Base):
         with self._mapped:
             if noreply:
                 self._link.send("DEL", wire_key(key))
-                return True
+                return False  # not known (stores/base.py)
             return bool(self._link.command("DEL", wire_key(key)))
 
     def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
         with self._mapped:
             if ttl > 0:
-                return bool(self._link.command("PEXPIRE", wire_key(key), ttl * 1000))
-            return bool(self._link.script(PERSIST, [wire_key(key)], []))
+                found = self._link.command("PEXPIRE", wire_key(key), ttl * 1000)
+            else:
+                found = self._link.script(PERSIST, [wire_key(key)], [])
+        return bool(found) and not noreply  # waited for, but as the other stores answer
 
     def close(self) -> None:
         self._link.close()
@@ -267,14 +269,17 @@ class AsyncRedisStore(_Base):
             return bool(await self.client.set(wire_key(key), value, px=_px(ttl), xx=True))
 
     async def delete(self, key: str, noreply: bool = False) -> bool:
+        """Waited for even with `noreply`, but answers as the other stores do then."""
         with self._mapped:
-            return bool(await self.client.delete(wire_key(key)))
+            return bool(await self.client.delete(wire_key(key))) and not noreply
 
     async def touch(self, key: str, ttl: int, noreply: bool = False) -> bool:
         with self._mapped:
             if ttl > 0:
-                return bool(await self.client.pexpire(wire_key(key), ttl * 1000))
-            return bool(await self._persist(keys=[wire_key(key)]))
+                found = await self.client.pexpire(wire_key(key), ttl * 1000)
+            else:
+                found = await self._persist(keys=[wire_key(key)])
+        return bool(found) and not noreply
 
     async def close(self) -> None:
         await redis_clients.close_async(self.client)
