@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 from redis.cluster import key_slot
 
-from pymsm.manager import SessionManager
+from pymsm import AsyncSessionManager, SessionManager
 from pymsm.stores.redis import AsyncRedisStore, wire_key
 from support.redis_servers import ClusterSetup, client
 
@@ -79,6 +81,37 @@ def test_sessions_survive_slot_migration_and_node_restart(redis_cluster: Cluster
     assert all(fresh.load(sid)["seen"] == 2 for sid in sids)
     fresh.close()
     app.close()
+
+
+def test_an_app_started_while_the_cluster_is_down_serves_once_it_is_up(tmp_path: Path) -> None:
+    """RedisCluster connects in its constructor: the store used to raise redis-py's
+    RedisClusterException there, so the app could not even start, and the async store let it
+    out of every call (it is not a RedisError). Now the nodes are down as any store's are."""
+    setup = ClusterSetup(tmp_path)  # not started
+    app = SessionManager(memcached_nodes=setup.url, operation_timeout=500, node_dead_timeout=0.1)
+    aapp = AsyncSessionManager(
+        memcached_nodes=setup.url, operation_timeout=500, node_dead_timeout=0.1
+    )
+    loop = asyncio.new_event_loop()  # the async store's loop, throughout
+    run = loop.run_until_complete
+    try:
+        session = app.load(None)
+        session["a"] = 1
+        assert app.save(session).status == "failed"  # all nodes down: documented, no raise
+        asession = run(aapp.load(None))
+        asession["a"] = 1
+        assert run(aapp.save(asession)).status == "failed"
+        setup.start()
+        time.sleep(0.2)  # past node_dead_timeout: the next request probes the node
+        sid = _create(app, 1)[0]
+        assert app.load(sid)["i"] == 0
+        asession = run(aapp.load(sid))
+        assert (asession.load_status, asession["i"]) == ("found", 0)
+    finally:
+        app.close()
+        run(aapp.close())
+        loop.close()
+        setup.stop()
 
 
 def test_the_async_store_on_a_cluster(redis_cluster: ClusterSetup) -> None:

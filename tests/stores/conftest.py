@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from support.redis_servers import ClusterSetup
 from support.servers import HOST, ServerProcess
 from support.store_harness import STORE_KINDS, Harness
 
@@ -63,10 +64,15 @@ def harness(
         server: ServerProcess = request.getfixturevalue("redis_single")
         return server.port
 
+    def redis_cluster() -> str:
+        setup: ClusterSetup = request.getfixturevalue("redis_cluster")
+        return setup.url
+
     def memcached_port() -> int:
         return memcached_nodes(1)[0].port
 
-    harness = Harness(store_kind, asyncio.new_event_loop(), redis_port, memcached_port)
+    loop = asyncio.new_event_loop()
+    harness = Harness(store_kind, loop, redis_port, redis_cluster, memcached_port)
     yield harness
     harness.close()
 

@@ -103,9 +103,9 @@ def memcached_lifetimes(port: int, keys: list[str]) -> list[str]:
     return [lifetime(int(line.split()[1][1:]) if line.startswith("HD") else None) for line in lines]
 
 
-def redis_lifetimes(port: int, keys: list[str]) -> list[str]:
+def redis_lifetimes(port: int, cluster: bool, keys: list[str]) -> list[str]:
     """PTTL: -2 absent, -1 none, else milliseconds."""
-    with redis.Redis(HOST, port) as client:
+    with redis.RedisCluster(HOST, port) if cluster else redis.Redis(HOST, port) as client:
         found = [client.pttl(wire_key(k)) for k in keys]
     return [lifetime(None if ms == -2 else (-1 if ms == -1 else ms / 1000)) for ms in found]
 
@@ -116,7 +116,7 @@ def real_lifetimes(harness: Harness, store: Any, keys: list[str]) -> list[str]:
         sync = inner.sync if hasattr(inner, "sync") else inner
         return memory_lifetimes(sync, keys)
     if harness.client.startswith("redis"):
-        return redis_lifetimes(inner.url.hosts[0][1], keys)
+        return redis_lifetimes(inner.url.hosts[0][1], inner.cluster, keys)
     return memcached_lifetimes(inner.node.port, keys)
 
 

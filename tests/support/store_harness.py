@@ -22,6 +22,8 @@ STORE_KINDS = [
     "memory-async",
     "redis",
     "redis-async",
+    "redis-cluster",
+    "redis-cluster-async",
     *(f"memcached/{kind}" for kind in sorted(MEMCACHED_KINDS)),
     *(f"memcached-async/{kind}" for kind in sorted(MEMCACHED_KINDS)),
     "memcached-busy-poll/memcached",  # replies read by polling (MemcachedStore busy_poll)
@@ -48,12 +50,14 @@ class Harness:
         kind: str,
         loop: asyncio.AbstractEventLoop,
         redis_port: Callable[[], int],
+        redis_cluster: Callable[[], str],
         memcached: Callable[[], int],
     ) -> None:
         self.kind = kind
         self.client = kind.partition("/")[0]  # memory, redis, memcached... with -async or not
         self.loop = loop
         self._redis_port = redis_port
+        self._redis_cluster = redis_cluster
         self._memcached = memcached
         self.opened: list[Any] = []
 
@@ -68,10 +72,14 @@ class Harness:
             sync.down = port is not None
             return AsyncMemoryStore(sync) if self.client == "memory-async" else sync
         if self.client.startswith("redis"):
-            url = f"redis://{HOST}:{port or self._redis_port()}/0"
-            return (
-                AsyncRedisStore(url, 0.5) if self.client == "redis-async" else RedisStore(url, 0.5)
-            )
+            if not self.client.startswith("redis-cluster"):
+                url = f"redis://{HOST}:{port or self._redis_port()}/0"
+            elif port:
+                url = f"redis+cluster://{HOST}:{port}"
+            else:
+                url = self._redis_cluster()
+            twin = AsyncRedisStore if self.client.endswith("-async") else RedisStore
+            return twin(url, 0.5)
         node = Node(None, HOST, port or self._memcached())
         if self.client == "memcached-async":
             return AsyncMemcachedStore(node, 0.5)

@@ -80,6 +80,10 @@ def _px(ttl: int) -> int | None:
     return ttl * 1000 if ttl > 0 else None
 
 
+# RedisClusterException (no startup node answers) is not a RedisError
+_MAPPED = (rex.RedisError, rex.RedisClusterException, OSError)
+
+
 class _Mapped:
     """redis-py's errors -> pymsm's: timeout, unavailable, too large, other. A reusable context
     manager object rather than a @contextmanager generator, which cost a few µs per call."""
@@ -97,7 +101,7 @@ class _Mapped:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if exc is None or not isinstance(exc, (rex.RedisError, OSError)):
+        if exc is None or not isinstance(exc, _MAPPED):
             return  # nothing raised, or not a Redis or socket error (those pass unchanged)
         where = self.where
         if isinstance(exc, (rex.TimeoutError, TimeoutError)):
@@ -149,12 +153,12 @@ class RedisStore(_Base):
         spinning: worth it only with spare cores and Redis close by (see docs/redis.md)."""
         super().__init__(url, operation_timeout, name)
         check_busy_poll(busy_poll)
-        self.client: Any = redis_clients.sync_client(self.url, operation_timeout)
-        self._link: DirectLink | ClientLink = (
-            ClientLink(self.client)
-            if self.cluster
-            else DirectLink(self.client.connection_pool, busy_poll)
-        )
+        self._link: DirectLink | ClientLink
+        if self.cluster:  # made on first use (redis_links.ClientLink)
+            self._link = ClientLink(lambda: redis_clients.sync_client(self.url, operation_timeout))
+        else:
+            self._client = redis_clients.sync_client(self.url, operation_timeout)
+            self._link = DirectLink(self._client.connection_pool, busy_poll)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         if not keys:
@@ -211,7 +215,8 @@ class RedisStore(_Base):
 
     def close(self) -> None:
         self._link.close()
-        redis_clients.close_sync(self.client)
+        if not self.cluster:  # the cluster client is the link's (made on first use)
+            redis_clients.close_sync(self._client)
 
 
 def _set(key: str, value: bytes, ttl: int) -> tuple[Any, ...]:

@@ -23,7 +23,7 @@ import hashlib
 import os
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, ResponseError
 
 from .base import kernel_timeouts, polled_recv
+from .redis_clients import close_sync
 
 # redis-py's mapping of error replies to exception classes (NOSCRIPT, READONLY, ...), so an
 # error reply raises here exactly what it raises through redis-py
@@ -235,11 +236,28 @@ class DirectLink:
 
 
 class ClientLink:
-    """Commands through a redis-py client (RedisCluster): redirects and slot maps are its job."""
+    """Commands through a redis-py client (RedisCluster): redirects and slot maps are its job.
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    The client is made on first use, not when the store is: RedisCluster connects in its
+    constructor to learn the slot map, so a cluster unreachable while the app starts would
+    otherwise stop the app from starting, where every other store starts and reports its node
+    down (StoreUnavailable) until it answers."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._client: Any = None
+        self._made = threading.Lock()
         self._scripts: dict[str, Any] = {}
+
+    @property
+    def client(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._made:
+                if self._client is None:
+                    self._client = self._connect()  # raises while no startup node answers
+                client = self._client
+        return client
 
     def command(self, *args: Any) -> Any:
         return self.client.execute_command(*args)
@@ -259,3 +277,5 @@ class ClientLink:
 
     def close(self) -> None:
         self._scripts.clear()
+        if self._client is not None:
+            close_sync(self._client)
