@@ -16,6 +16,7 @@ Conditional operations:
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import sys
@@ -132,3 +133,18 @@ def polled_recv(sock: socket.socket, size: int, budget: float) -> bytes:
         except BlockingIOError:
             if time.perf_counter() >= deadline:
                 return sock.recv(size)
+
+
+STALE_AFTER = 1.0
+"""Seconds a connection may sit unused before it is checked (`closed_while_idle`) before use."""
+
+
+def closed_while_idle(sock: socket.socket) -> bool:
+    """Whether `sock`, with no reply outstanding, has something to read: the server closed it
+    while it sat unused (memcached's `-o idle_timeout`, Redis's `timeout`, a restart, a proxy's
+    idle limit) or sent what nobody asked for. Either way it must not carry the next command:
+    a waited one would fail though the node is up, a noreply write would be lost without a
+    word. One zero-timeout poll (plain and TLS sockets alike)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))

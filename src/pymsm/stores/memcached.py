@@ -32,21 +32,31 @@ from collections.abc import Callable, Sequence
 from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
+from . import base
 from . import memcached_text as text
-from .base import check_busy_poll, check_item_size, kernel_timeouts, memcached_ttl, polled_recv
+from .base import (
+    check_busy_poll,
+    check_item_size,
+    closed_while_idle,
+    kernel_timeouts,
+    memcached_ttl,
+    polled_recv,
+)
 
 RECV_SIZE = 65536
 
 
 class _Connection:
-    """One blocking socket and what has been read from it but not parsed yet."""
+    """One blocking socket, what has been read from it but not parsed yet, and when it was
+    last used (time.monotonic)."""
 
-    __slots__ = ("buf", "sock", "spin")
+    __slots__ = ("buf", "sock", "spin", "used")
 
     def __init__(self, sock: socket.socket, spin: float) -> None:
         self.sock = sock
         self.spin = spin
         self.buf = b""
+        self.used = time.monotonic()
 
     def _recv(self) -> bytes:
         sock, spin = self.sock, self.spin
@@ -133,11 +143,19 @@ class MemcachedStore:
     # -- connection ---------------------------------------------------------------------------
 
     def _connection(self) -> _Connection:
+        """This thread's connection; one unused for STALE_AFTER seconds is checked first
+        (`closed_while_idle`): a server that closed it meanwhile would otherwise fail this
+        request's first command, or lose its noreply write, though the node is up."""
         conn: _Connection | None = getattr(self._local, "conn", None)
+        now = time.monotonic()
+        if conn is not None and now - conn.used > base.STALE_AFTER and closed_while_idle(conn.sock):
+            self._drop()
+            conn = None
         if conn is None:
             conn = self._local.conn = self._open()
             with self._connections_lock:
                 self._connections.append(conn)
+        conn.used = now
         return conn
 
     def _open(self) -> _Connection:

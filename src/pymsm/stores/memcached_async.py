@@ -74,7 +74,9 @@ class AsyncMemcachedStore:
             self._conn, self._loop, self._connecting = None, loop, asyncio.Lock()
         conn = self._conn
         if conn is not None and not conn.broken:
-            return conn
+            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+                return conn
+            conn.close()  # the server closed it while unused (idle_timeout, a restart)
         assert self._connecting is not None
         async with self._connecting:
             if self._conn is None or self._conn.broken:

@@ -23,6 +23,7 @@ import hashlib
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -31,7 +32,8 @@ from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, ResponseError
 
-from .base import kernel_timeouts, polled_recv
+from . import base
+from .base import closed_while_idle, kernel_timeouts, polled_recv
 from .redis_clients import close_sync
 
 # redis-py's mapping of error replies to exception classes (NOSCRIPT, READONLY, ...), so an
@@ -62,7 +64,7 @@ class Wire:
     master lookup are redis-py's): commands packed and replies parsed here. Replies as redis-py's
     RESP2 parser gives them without callbacks; an error reply raises what redis-py would raise."""
 
-    __slots__ = ("buf", "busy_poll", "conn", "owed", "sentinel_master", "sock", "spin")
+    __slots__ = ("buf", "busy_poll", "conn", "owed", "sentinel_master", "sock", "spin", "used")
 
     def __init__(self, conn: Any, sentinel_master: bool, busy_poll: float = 0.0) -> None:
         self.conn = conn
@@ -72,6 +74,7 @@ class Wire:
         self.owed = 0  # replies of noreply writes not read yet
         self.sock: Any = None
         self.buf = b""
+        self.used = time.monotonic()
 
     def open(self) -> None:
         """Connect (or reconnect) the connection and take its socket."""
@@ -176,6 +179,15 @@ class DirectLink:
                 os.getpid(),
             )
         wire: Wire = local.wire
+        now = time.monotonic()
+        if (
+            wire.sock is not None
+            and now - wire.used > base.STALE_AFTER
+            and not wire.owed  # (an owed reply makes it readable; reading it finds out)
+            and closed_while_idle(wire.sock)
+        ):
+            wire.drop()  # Redis's `timeout`, a restart: reopened below, before any command
+        wire.used = now
         if wire.sock is None:
             # first use, or dropped: connect() explicitly, since a Sentinel connection asks for
             # the current master there
