@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pymsm import forks
 from pymsm.core.ops import Add, Op, Replace
 from pymsm.exceptions import StoreError
 
@@ -96,11 +97,24 @@ class BackupWriter(_Counts):
     def __init__(self, execute: Callable[[Op], Any], size: int) -> None:
         super().__init__(size)
         self._execute = execute
-        self._queue: queue.Queue[Batch | None] = queue.Queue(size)
         self._closed = False
+        self._start()
+        atexit.register(self.close)  # (see the module docstring)
+        forks.forget_in_child(self)
+
+    def _start(self) -> None:
+        self._queue: queue.Queue[Batch | None] = queue.Queue(self.size)
         self._thread = threading.Thread(target=self._work, name="pymsm-backup", daemon=True)
         self._thread.start()
-        atexit.register(self.close)  # (see the module docstring)
+
+    def after_fork(self) -> None:
+        """In a forked child (pymsm/forks.py): the parent's thread is not here, and what was
+        queued at the fork is the parent's to write (written twice, an old batch could land
+        after a newer one). This process gets a queue, a thread and counts of its own."""
+        self._lock = threading.Lock()
+        self.written = self.dropped = self.failed = 0
+        if not self._closed:
+            self._start()
 
     def submit(self, batch: Batch) -> bool:
         """Queue a batch without blocking; False (counted, logged) when the queue is full."""

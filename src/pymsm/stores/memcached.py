@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from pymsm import forks
 from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
@@ -138,6 +139,16 @@ class MemcachedStore:
         self.busy_poll = busy_poll
         self._local = threading.local()
         self._connections: list[_Connection] = []
+        self._connections_lock = threading.Lock()
+        forks.forget_in_child(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's connections stay the parent's (pymsm/forks.py).
+        Closing the child's copies of their sockets sends nothing; the parent's stay open."""
+        for conn in self._connections:
+            conn.sock.close()
+        self._local = threading.local()
+        self._connections = []
         self._connections_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------------
