@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from support.redis_servers import ClusterSetup
-from support.servers import HOST, ServerProcess
+from support.servers import HOST, ServerProcess, memcached_server
 from support.store_harness import STORE_KINDS, Harness
 
 
@@ -49,17 +49,10 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def memcached_kind(store_kind: str) -> str:
-    """Overrides conftest's parametrised kind: here the kind comes from `store_kind`."""
-    return store_kind.partition("/")[2] or "memcached"
+def harness(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Stores of `store_kind`; the servers it needs start on first use and stop afterwards."""
+    started: list[ServerProcess] = []
 
-
-@pytest.fixture
-def harness(
-    store_kind: str,
-    request: pytest.FixtureRequest,
-    memcached_nodes: Callable[[int], list[ServerProcess]],
-) -> Iterator[Harness]:
     def redis_port() -> int:
         server: ServerProcess = request.getfixturevalue("redis_single")
         return server.port
@@ -69,12 +62,16 @@ def harness(
         return setup.url
 
     def memcached_port() -> int:
-        return memcached_nodes(1)[0].port
+        kind = store_kind.partition("/")[2] or "memcached"
+        started.append(memcached_server(kind, name="n1").start())
+        return started[-1].port
 
     loop = asyncio.new_event_loop()
     harness = Harness(store_kind, loop, redis_port, redis_cluster, memcached_port)
     yield harness
     harness.close()
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

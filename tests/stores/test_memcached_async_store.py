@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,44 @@ def test_pipelined_concurrent_calls_get_their_own_replies(memcached_nodes: Nodes
         return results
 
     assert asyncio.run(scenario()) == [str(i).encode() for i in range(200)]
+
+
+def test_cancelled_and_timed_out_calls_never_shift_replies(memcached_nodes: Nodes) -> None:
+    """Pipelined calls, some cancelled at random (a client gone), some running out of a short
+    timeout on large values: a call may fail, but never gets the reply meant for another."""
+    server = memcached_nodes(1)[0]
+    store = AsyncMemcachedStore(Node("n1", "127.0.0.1", server.port), operation_timeout=0.05)
+    rnd = random.Random(7)
+    outcomes = {"own": 0, "failed": 0, "cancelled": 0}
+
+    async def one(i: int) -> None:
+        size = rnd.choice([1, 100, 5000, 200_000])
+        value = (f"{i}:".encode() * size)[:size]
+        try:
+            await store.set(f"own{i}", value, 60, rnd.random() < 0.3)
+            got = await store.get_many([f"own{i}", f"other{i % 7}"])
+        except StoreError:
+            outcomes["failed"] += 1
+            return
+        assert got.get(f"own{i}", value) == value, f"call {i} got another call's reply"
+        outcomes["own"] += 1
+
+    async def scenario() -> None:
+        for batch in range(10):
+            tasks = [asyncio.create_task(one(batch * 1000 + i)) for i in range(100)]
+            await asyncio.sleep(rnd.random() * 0.003)
+            for task in tasks:
+                if rnd.random() < 0.1:
+                    task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, asyncio.CancelledError):
+                    outcomes["cancelled"] += 1
+                elif isinstance(result, BaseException):
+                    raise result
+        await store.close()
+
+    asyncio.run(scenario())
+    assert outcomes["own"] > 0 and outcomes["cancelled"] > 0, outcomes
 
 
 def test_too_large_and_down(memcached_nodes: Nodes) -> None:
