@@ -79,6 +79,8 @@ class _Base:
         self.locking = locking.LockingMode.parse(cfg.locking_mode)
         self.learner = locking.ReadOnlyLearner()
         self.owed = owed.Owed()  # deletes a node missed while unreachable (core/owed.py)
+        nodes = cfg.nodes
+        self._node_ids = frozenset(n.id for n in nodes.nodes) if nodes.has_ids else frozenset()
 
     @property
     def retry_after(self) -> int:
@@ -202,11 +204,41 @@ class _Base:
         if not cookie:
             return None
         try:
-            return SessionId.parse(cookie)
+            sid = SessionId.parse(cookie)
         except InvalidSessionId as exc:
             self.stats["invalid_id"] += 1
             log.info("ignoring session cookie: %s; starting a new session", redact(str(exc)))
             return None
+        if self._node_ids and sid.node not in self._node_ids:
+            self._unconfigured(sid)
+        return sid
+
+    def _unconfigured(self, sid: SessionId) -> None:
+        """An id naming a node memcached_nodes does not list: its load finds nothing (the
+        client's id is never adopted). Most often the node was taken out of the list, which
+        loses its sessions although their backup copies are on the other nodes: say so, on the
+        first such id and then on every thousandth (a forged-cookie flood must not flood the
+        log)."""
+        self.stats["unconfigured_node"] += 1
+        count = self.stats["unconfigured_node"]
+        if count != 1 and count % 1000 != 0:
+            return
+        if sid.node is None:
+            advice = "it was made while memcached_nodes was one host:port, without node ids"
+        else:
+            advice = (
+                f"if {sid.node!r} was taken out of memcached_nodes, list it again, stopped or "
+                "not, until max_inactive_interval has passed: its sessions then move to their "
+                "backup copies as they are used (docs/ops.md, 'Retiring a cache node')"
+            )
+        log.warning(
+            "session %s names %s, which memcached_nodes does not list (%d such ids so far): "
+            "it gets a new session; %s",
+            redact(str(sid)),
+            "no node" if sid.node is None else f"node {sid.node!r}",
+            count,
+            advice,
+        )
 
     def _loaded(self, ctx: flows.Context, session: Session, loaded: flows.Loaded) -> None:
         self.stats["load_" + loaded.status] += 1
