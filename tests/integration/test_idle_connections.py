@@ -148,3 +148,39 @@ def test_the_async_store_reopens_a_connection_the_server_closed(memcached_nodes:
             await store.close()
 
     asyncio.run(run())
+
+
+def _keepalive(sock: socket.socket) -> tuple[int, int]:
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    )
+
+
+def test_every_store_keeps_its_connections_alive(
+    memcached_nodes: Nodes, redis_single: ServerProcess
+) -> None:
+    """TCP keepalive (stores/base.keepalive_options): a NAT or firewall that forgets silent
+    connections after a few minutes would otherwise make a quiet thread's next command wait a
+    whole operation_timeout and count its node as failed."""
+    expected = (1, base.KEEPALIVE_IDLE)
+    node = Node("n1", HOST, memcached_nodes(1)[0].port)
+    store = MemcachedStore(node, 0.5)
+    store.set("k", b"v", 60)
+    assert _keepalive(store._local.conn.sock) == expected
+    store.close()
+
+    async def run() -> tuple[int, int]:
+        astore = AsyncMemcachedStore(node, 0.5)
+        await astore.set("k", b"v", 60)
+        assert astore._conn is not None
+        found = _keepalive(astore._conn.writer.get_extra_info("socket"))
+        await astore.close()
+        return found
+
+    assert asyncio.run(run()) == expected
+
+    redis_store = RedisStore(f"redis://{redis_single.address}/0", 0.5)
+    redis_store.set("k", b"v", 60)
+    assert _keepalive(redis_store._link._wire().sock) == expected
+    redis_store.close()

@@ -16,6 +16,7 @@ Conditional operations:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -148,3 +149,38 @@ def closed_while_idle(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+KEEPALIVE_IDLE = 30  # s of silence before the first probe
+KEEPALIVE_INTERVAL = 10  # s between probes
+KEEPALIVE_COUNT = 3  # unanswered probes before the kernel gives the connection up
+
+
+def keepalive_options() -> dict[int, int]:
+    """TCP keepalive timings for this platform (option -> value), for `keepalive` and for
+    redis-py's `socket_keepalive_options`.
+
+    Why: a NAT gateway, a cloud load balancer or a firewall between the app and its cache forgets
+    a connection that stays silent for a few minutes (AWS NAT: 350 s, Azure: 240 s), usually
+    without telling either end. A worker thread that served no request for that long then sent
+    its next command into nothing and waited a whole `operation_timeout` for the node it then
+    counted as failed. A probe every 30 s of silence keeps the mapping, and a peer that is
+    really gone is noticed within about a minute."""
+    options = {}
+    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    for option, value in (
+        (idle, KEEPALIVE_IDLE),
+        (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+        (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT),
+    ):
+        if option is not None:
+            options[option] = value
+    return options
+
+
+def keepalive(sock: socket.socket) -> None:
+    """Turn TCP keepalive on for `sock` with `keepalive_options`."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in keepalive_options().items():
+        with contextlib.suppress(OSError):  # a platform that refuses one of them
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

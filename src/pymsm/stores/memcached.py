@@ -39,6 +39,7 @@ from .base import (
     check_busy_poll,
     check_item_size,
     closed_while_idle,
+    keepalive,
     kernel_timeouts,
     memcached_ttl,
     polled_recv,
@@ -181,6 +182,7 @@ class MemcachedStore:
         except OSError as exc:
             raise StoreUnavailable(f"{node.name} ({node.address}): {exc}", node.name) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(sock)
         kernel_timeouts(sock, self.timeout)
         return _Connection(sock, self.busy_poll)
 

@@ -26,7 +26,7 @@ from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
 from . import memcached_text as text
-from .base import check_item_size, memcached_ttl
+from .base import check_item_size, keepalive, memcached_ttl
 
 T = TypeVar("T")
 Reader = Callable[[asyncio.StreamReader], Awaitable[T]]
@@ -209,6 +209,7 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(sock)  # (base.keepalive_options says why)
 
 
 async def _status(reader: asyncio.StreamReader) -> bytes:

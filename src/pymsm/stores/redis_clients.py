@@ -24,12 +24,16 @@ from redis.retry import Retry
 
 from pymsm.core.redis_url import RedisUrl
 
+from .base import keepalive_options
+
 
 def _common(url: RedisUrl, timeout: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "protocol": 2,  # redis-py 8 defaults to RESP3, slower to parse in pure Python
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
+        "socket_keepalive": True,  # (stores/base.keepalive_options says why)
+        "socket_keepalive_options": keepalive_options(),
         "username": url.username,
         "password": url.password,
     }
