@@ -35,6 +35,7 @@ FROM_STRINGS: dict[str, tuple[str, object]] = {
     "compress_threshold": ("1024", 1024),
     "sticky_cache_size": ("50", 50),
     "sticky_cache_bytes": ("100000", 100000),
+    "item_size_limit": ("2097152", 2097152),
     "backup_queue_size": ("10", 10),
 }
 

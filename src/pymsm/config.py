@@ -96,6 +96,7 @@ class Config:
     sticky_cache_size: int = 10_000
     sticky_cache_bytes: int = 64 * 1024 * 1024
     backup_queue_size: int = 1000
+    item_size_limit: int = 1024 * 1024  # memcached -I; Redis has none of its own
     store: str = field(
         default="", repr=False
     )  # alias of memcached_nodes, reads better for a Redis URL
@@ -155,6 +156,7 @@ class Config:
             "backup_lookups",
         ):
             set_(self, name, _whole_number(name, getattr(self, name), least=1))
+        set_(self, "item_size_limit", _whole_number("item_size_limit", self.item_size_limit, 1024))
         if self.compress_threshold is not None:
             set_(
                 self,

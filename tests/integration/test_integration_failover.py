@@ -384,8 +384,24 @@ def test_a_session_over_the_item_size_limit_keeps_the_stored_version(
     session["blob"] = "x" * (1024 * 1024 + 10)
     with caplog.at_level(logging.ERROR, "pymsm"):
         assert manager.save(session).status == "failed"
-    assert "item size limit" in caplog.text
+    assert "item_size_limit" in caplog.text
     assert dict(manager.load(sid)) == {"a": 1}
+
+
+def test_item_size_limit_follows_memcached_i(memcached_nodes: Nodes) -> None:
+    """Nodes started with -I 2m take a 1.5 MB session once item_size_limit says so; before the
+    setting, pymsm refused it at 1 MB whatever the nodes took."""
+    servers = memcached_nodes(2, ("-I", "2m"))
+    spec = ",".join(f"{s.name}:{s.address}" for s in servers)
+    blob = "x" * (1536 * 1024)
+    for limit, status in ((1024 * 1024, "failed"), (2 * 1024 * 1024, "stored")):
+        manager = SessionManager(memcached_nodes=spec, item_size_limit=limit)
+        session = manager.load(None)
+        session["blob"] = blob
+        assert manager.save(session).status == status
+        if status == "stored":
+            assert manager.load(session.id)["blob"] == blob
+        manager.close()
 
 
 @pytest.mark.parametrize(

@@ -249,6 +249,19 @@ def test_doctor_finds_missing_backups_and_dead_nodes(cluster, capsys) -> None:
     assert code == 1 and "unreachable" in out
 
 
+def test_doctor_compares_item_size_limit_with_the_nodes(memcached_nodes: Start, capsys) -> None:
+    """A node started with a smaller -I than item_size_limit refuses sessions pymsm would send
+    (their backup copies unseen): a problem. A larger one is only a note."""
+    small = memcached_nodes(1, ("-I", "512k"))
+    code, out, _ = run(capsys, "doctor", "--nodes", nodes_setting(small))
+    assert code == 1 and "set item_size_limit=524288 or raise -I" in out, out
+    small[0].kill()
+    large = memcached_nodes(1, ("-I", "2m"))
+    code, out, _ = run(capsys, "doctor", "--nodes", nodes_setting(large))
+    assert code == 0 and "pymsm stores at most item_size_limit=1048576" in out, out
+    large[0].kill()
+
+
 def test_doctor_names_each_bad_setting(capsys, monkeypatch) -> None:
     monkeypatch.setenv("MSM_LOCKING_MODE", "sometimes")
     monkeypatch.setenv("MSM_OPERATION_TIMEOUT", "soon")

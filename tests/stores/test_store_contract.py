@@ -153,7 +153,7 @@ def test_item_size_limit_is_counted_as_memcached_counts_it(
         assert store.get_many([k]) == {k: fits + b"y"}
         return
     for noreply in (False, True):
-        with pytest.raises(ItemTooLarge, match="item size limit"):
+        with pytest.raises(ItemTooLarge, match="item_size_limit"):
             store.set(k, fits + b"y", 60, noreply)
     with pytest.raises(ItemTooLarge):
         store.add(key("other"), fits + b"y", 60)

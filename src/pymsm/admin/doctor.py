@@ -255,24 +255,47 @@ def sample_node(node: Node, prefix: str, timeout: float, size: int) -> Sample:
     return sample
 
 
-def check_item_size(samples: list[Sample], stats: list[NodeStats]) -> list[Finding]:
-    limits = {s.node: s.item_size_max for s in stats if s.item_size_max}
+def check_item_size(
+    samples: list[Sample], stats: list[NodeStats], setting: int = 1024 * 1024
+) -> list[Finding]:
+    """Each node's item size limit (memcached -I) against pymsm's `item_size_limit` (`setting`),
+    and the largest session sampled on it against the smaller of the two."""
     found = []
+    limits = {s.node: s.item_size_max for s in stats if s.item_size_max}
+    for node, limit in limits.items():
+        if limit < setting:
+            found.append(
+                Finding(
+                    "problem",
+                    f"{node} item size",
+                    f"the node refuses items over {limit} bytes (memcached -I) but "
+                    f"item_size_limit is {setting}: a session between the two fails to save, and "
+                    "its backup copy (written without waiting) fails unseen; set "
+                    f"item_size_limit={limit} or raise -I",
+                )
+            )
+        elif limit > setting:
+            found.append(
+                Finding(
+                    "ok",
+                    f"{node} item size",
+                    f"the node takes items up to {limit} bytes; pymsm stores at most "
+                    f"item_size_limit={setting}",
+                )
+            )
     for sample in samples:
-        limit = limits.get(sample.node)
-        if limit is None or not sample.largest:
+        limit = min(limits.get(sample.node) or setting, setting)
+        if not sample.largest:
             continue
         ratio = sample.largest / limit
-        text = (
-            f"largest session {sample.largest} bytes of item_size_max {limit} ({ratio * 100:.0f}%)"
-        )
+        text = f"largest session {sample.largest} bytes of {limit} ({ratio * 100:.0f}%)"
         if ratio > 0.5:
             found.append(
                 Finding(
                     "problem" if ratio > 0.9 else "warning",
                     f"{sample.node} item size",
-                    f"{text}, session {sample.largest_id}: store less in sessions or raise "
-                    "memcached -I",
+                    f"{text}, session {sample.largest_id}: store less in sessions, or raise "
+                    "memcached -I and item_size_limit with it",
                 )
             )
         else:

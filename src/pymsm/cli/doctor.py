@@ -73,6 +73,6 @@ def diagnose(args: argparse.Namespace) -> list[doctor.Finding]:
             samples.append(doctor.sample_node(node, config.key_prefix, args.timeout, args.sample))
         except StoreError as exc:
             findings.append(doctor.Finding("problem", node.name, f"cannot list keys: {exc}"))
-    findings += doctor.check_item_size(samples, stats)
+    findings += doctor.check_item_size(samples, stats, config.item_size_limit)
     findings += doctor.check_backups(config, samples, args.timeout, down)
     return findings

@@ -25,7 +25,10 @@ def make_stores(config: Config) -> dict[str, Store]:
         return {"default": RedisStore(url, config.operation_timeout)}
     from .memcached import MemcachedStore
 
-    return {n.name: MemcachedStore(n, config.operation_timeout) for n in config.nodes}
+    return {
+        n.name: MemcachedStore(n, config.operation_timeout, item_size_limit=config.item_size_limit)
+        for n in config.nodes
+    }
 
 
 def make_async_stores(config: Config) -> dict[str, AsyncStore]:
@@ -39,7 +42,11 @@ def make_async_stores(config: Config) -> dict[str, AsyncStore]:
         return {"default": AsyncRedisStore(url, config.operation_timeout)}
     from .memcached_async import AsyncMemcachedStore
 
-    return {n.name: AsyncMemcachedStore(n, config.operation_timeout) for n in config.nodes}
+    limit = config.item_size_limit
+    return {
+        n.name: AsyncMemcachedStore(n, config.operation_timeout, item_size_limit=limit)
+        for n in config.nodes
+    }
 
 
 def _no_redis() -> ConfigError:

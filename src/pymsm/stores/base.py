@@ -75,8 +75,8 @@ def check_item_size(node: str, key: str, value: bytes, limit: int) -> None:
     size = len(key) + len(value) + ITEM_OVERHEAD
     if size > limit:
         raise ItemTooLarge(
-            f"{node}: item {key[:60]!r} needs {size} bytes, over the item size limit "
-            f"of {limit} (memcached -I); store less in the session",
+            f"{node}: item {key[:60]!r} needs {size} bytes, over item_size_limit={limit}; "
+            "store less in the session, or raise memcached's -I and item_size_limit with it",
             node,
         )
 
