@@ -22,7 +22,7 @@ from typing import Any
 from pymsm.async_manager import AsyncSessionManager
 from pymsm.config import Config
 from pymsm.cookies import Sent
-from pymsm.core.locking import ACCESS_KEY, declared_access
+from pymsm.core.locking import ACCESS_KEY, NEVER_SAVED, declared_access
 from pymsm.core.session import Session
 from pymsm.exceptions import LockTimeout
 
@@ -58,7 +58,10 @@ class SessionMiddleware:
         sent = manager.read_cookie(_cookie_header(scope))
         method = scope.get("method", "GET")
         try:
-            declared = scope.get(ACCESS_KEY) or declared_access(self.app)
+            if scope["type"] == "websocket":
+                declared: str | None = NEVER_SAVED  # read at connect, never saved: no lock
+            else:
+                declared = scope.get(ACCESS_KEY) or declared_access(self.app)
             session = await manager.load(sent, method, scope["path"], declared)
         except LockTimeout as exc:
             await _unavailable(send, str(exc), manager.retry_after)

@@ -36,6 +36,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 ACCESS_KEY = "pymsm.access"  # WSGI environ / ASGI scope key: "read" or "write"
 ACCESS_ATTR = "__pymsm_access__"
 READ, WRITE = "read", "write"
+NEVER_SAVED = "never-saved"
+"""Declared by an adapter for a request whose session is never saved (an ASGI websocket): no
+lock in any mode, no CAS. A websocket lives for minutes or hours, and a lock taken at its
+connect held the user's other requests up to `lock_expiration` (tenth session)."""
 FIRST_BACKOFF, MAX_BACKOFF = 0.01, 0.5  # s: lock polling starts at 10 ms, doubles up to 500 ms
 
 
@@ -151,7 +155,7 @@ def decide(
     now: float,
 ) -> Plan:
     """Lock or not, and write with CAS or not, for one request."""
-    if mode.name == "none":
+    if mode.name == "none" or declared == NEVER_SAVED:
         return _NEITHER
     if mode.name == "optimistic":
         return _CAS
