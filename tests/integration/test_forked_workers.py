@@ -8,16 +8,19 @@ workers, so their backup writes were queued and never made.
 
 from __future__ import annotations
 
+import http.client
 import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from pymsm import SessionManager
 from pymsm.core.nodes import Node
 from pymsm.stores.memcached import MemcachedStore
-from support.servers import HOST, ServerProcess
+from support.servers import HOST, ServerProcess, gunicorn_app
 
 pytestmark = pytest.mark.integration
 Nodes = Callable[..., list[ServerProcess]]
@@ -92,4 +95,41 @@ def test_a_forked_worker_makes_its_async_backup_writes(memcached_nodes: Nodes) -
     for worker, sid in enumerate(sids):
         session = reader.load(sid)
         assert (session.load_status, session.get("worker")) == ("found", worker), sid
+    reader.close()
+
+
+def test_gunicorn_preload_workers_write_their_async_backups(memcached_nodes: Nodes) -> None:
+    """gunicorn --preload, three workers, sticky mode with async backup: the master built the
+    manager (and its writer thread) and used the stores. Every session a worker created is in
+    the store once gunicorn has stopped; before, a worker's writer thread did not exist and
+    none was."""
+    nodes = ",".join(f"{n.name}:{n.address}" for n in memcached_nodes(2))
+    env = {
+        "MSM_MEMCACHED_NODES": nodes,
+        "MSM_STICKY": "true",
+        "MSM_ROUTE": "app1",
+        "MSM_SESSION_BACKUP_ASYNC": "true",
+    }
+    here = str(Path(__file__).resolve().parent)
+    server = gunicorn_app("preload_app:app", here, env, workers=3, extra=["--preload"])
+    server.start()
+    try:
+
+        def client(_: int) -> tuple[str, str]:
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            body = response.read().decode()
+            conn.close()
+            assert response.status == 200, body
+            return response.getheader("Set-Cookie", "").split(";")[0].split("=", 1)[1], body
+
+        with ThreadPoolExecutor(6) as pool:
+            sessions = list(pool.map(client, range(24)))
+    finally:
+        server.stop()  # graceful: each worker drains its queue at exit
+    assert len({body.split()[1] for _, body in sessions}) > 1  # served by several workers
+    reader = SessionManager(memcached_nodes=nodes)
+    found = [reader.load(sid) for sid, _ in sessions]
+    assert [(s.load_status, s.get("n")) for s in found] == [("found", 1)] * len(sessions)
     reader.close()

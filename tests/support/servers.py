@@ -147,9 +147,15 @@ def memcached_server(
 
 
 def gunicorn_app(
-    target: str, chdir: str, env: dict[str, str], name: str = "", workers: int = 1
+    target: str,
+    chdir: str,
+    env: dict[str, str],
+    name: str = "",
+    workers: int = 1,
+    extra: Sequence[str] = (),
 ) -> ServerProcess:
-    """A WSGI app `module:attr` under gunicorn (sync workers) on a free port."""
+    """A WSGI app `module:attr` under gunicorn (sync workers) on a free port; `extra` are more
+    gunicorn options (`--preload`)."""
 
     def argv(port: int) -> list[str]:
         return [
@@ -164,6 +170,7 @@ def gunicorn_app(
             chdir,
             "--log-level",
             "warning",
+            *extra,
             target,
         ]
 
