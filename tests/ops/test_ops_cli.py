@@ -195,12 +195,40 @@ def test_sessions_delete_removes_every_key_everywhere(cluster, capsys) -> None:
     assert code == 0
     assert sum(int(line.split()[2]) for line in out.splitlines()) == 4
     code, out, _ = run(capsys, "sessions", "list", "--json", "--nodes", nodes)
-    assert ids[0] not in {k["session_id"] for k in json.loads(out)}
+    left = {k["kind"] for k in json.loads(out) if k["session_id"] == ids[0]}
+    assert left == {"tomb", "validity"}  # what a logout leaves: the tombstones, until they expire
     manager = SessionManager(memcached_nodes=nodes)
     assert manager.load(ids[0]).is_new  # the app sees it gone too
     manager.close()
     code, _, err = run(capsys, "sessions", "delete", ids[0], "--nodes", nodes)
     assert code == 1 and "no key of session" in err
+
+
+@pytest.mark.parametrize("sticky", [True, False], ids=["sticky", "non-sticky"])
+def test_a_deleted_session_stays_deleted_for_the_processes_holding_it(
+    two_nodes: list[ServerProcess], capsys, sticky: bool
+) -> None:
+    """An operator deletes a session (a stolen login): the app processes that hold it must not
+    serve it again. A sticky process holds it in memory; before the tenth session msm deleted
+    the keys with no tombstone, the process read a missing validity as 'the store lost it',
+    served its copy and wrote it back."""
+    nodes = nodes_setting(two_nodes)
+    app = SessionManager(memcached_nodes=nodes, sticky=sticky, route="app1")
+    session = app.load(None)
+    session["user"] = "ada"
+    assert app.save(session).status == "stored"
+    sid = session.id
+    assert app.load(sid)["user"] == "ada"  # held (sticky: in memory)
+
+    code, out, _ = run(capsys, "sessions", "delete", sid, "--nodes", nodes)
+    assert code == 0, out
+    again = app.load(sid)
+    assert again.load_status in ("invalidated", "missing") and "user" not in again
+    app.save(again)
+    reader = SessionManager(memcached_nodes=nodes)
+    assert reader.load(sid).is_new  # not written back
+    reader.close()
+    app.close()
 
 
 def test_sessions_with_a_node_down(cluster, capsys) -> None:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymsm.config import Config
+from pymsm.core import flows
 from pymsm.core.codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec, codec_by_name
 from pymsm.core.flows import Keys
 from pymsm.core.ids import SessionId
-from pymsm.core.records import RecordFormat, Validity
+from pymsm.core.records import TOMBSTONE, RecordFormat, Validity
 from pymsm.exceptions import ConfigError, RecordError, StoreError
+from pymsm.manager import SessionManager
 
 from .wire import Connection
 
@@ -166,15 +168,44 @@ def show(config: Config, sid: SessionId, timeout: float) -> Report:
 
 
 def delete(config: Config, sid: SessionId, timeout: float) -> tuple[dict[str, int], dict[str, str]]:
-    """Delete every key of the session on every node: (keys deleted per node, unreachable)."""
+    """End the session as a logout does, then delete every key of it left on any node:
+    (keys of it each node held, tombstones not counted; unreachable nodes).
+
+    The app's own delete goes first (core `flows.delete`, in its sticky form whatever the app's
+    mode): a logout tombstone on the session's node and its backup window, and a tombstone
+    validity. A process that holds the session in memory (sticky mode) reads that validity
+    before it serves its copy; deleting the keys alone made it look like a node that lost them,
+    and the process served its copy and wrote it back (tenth session). Then every node is swept
+    of the record, backup and lock keys (copies a relocation may have left outside the window);
+    the tombstones stay."""
     keys = Keys.of(config.key_prefix, sid)
-    names = [keys.record, keys.validity, keys.backup, keys.backup_validity, "lock:" + keys.record]
-    deleted: dict[str, int] = {}
+    swept = [keys.record, keys.backup, keys.backup_validity, "lock:" + keys.record]
+    held: dict[str, int] = {}
     unreachable: dict[str, str] = {}
     for node in config.nodes:
         try:
             with Connection(node, timeout) as conn:
-                deleted[node.name] = sum(conn.delete(k) for k in names)
+                found = conn.get_many([*swept, keys.validity])
+            ended = found.get(keys.validity) == TOMBSTONE.encode()  # (deleted before)
+            held[node.name] = len(found) - ended
         except StoreError as exc:
             unreachable[node.name] = str(exc)
-    return deleted, unreachable
+    if not sum(held.values()):
+        return held, unreachable
+    manager = SessionManager(config, sticky=False, operation_timeout=timeout)
+    try:
+        manager.run(flows.delete(manager.context(), sid, sticky=True))
+    finally:
+        manager.close()
+    home = sid.node if config.nodes.has_ids else config.nodes.nodes[0].name
+    for node in config.nodes:
+        if node.name in unreachable:
+            continue
+        names = swept if node.name == home else [*swept, keys.validity]
+        try:
+            with Connection(node, timeout) as conn:
+                for key in names:
+                    conn.delete(key)
+        except StoreError as exc:
+            unreachable[node.name] = str(exc)
+    return held, unreachable
