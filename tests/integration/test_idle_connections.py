@@ -28,21 +28,31 @@ pytestmark = pytest.mark.integration
 Nodes = Callable[..., list[ServerProcess]]
 
 
-def _closed_by_server(port: int) -> Callable[[], bool]:
-    """A probe connection opened now; true once the server has closed it (its idle sweep)."""
-    probe = socket.create_connection((HOST, port))
-    probe.setblocking(False)
+class _ClosedByServer:
+    """A probe connection opened now; true once the server has closed it (its idle sweep).
 
-    def closed() -> bool:
+    It stays true when asked again (it is polled with others until all are closed), and
+    close() lets a test that gave up waiting free it."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port))
+        self.sock.setblocking(False)
+
+    def __call__(self) -> bool:
+        if self.sock.fileno() == -1:  # seen closed and closed here before
+            return True
         try:
-            gone = probe.recv(1, socket.MSG_PEEK) == b""
+            gone = self.sock.recv(1, socket.MSG_PEEK) == b""
         except BlockingIOError:
             return False
+        except ConnectionResetError:
+            gone = True
         if gone:
-            probe.close()
+            self.sock.close()
         return gone
 
-    return closed
+    def close(self) -> None:
+        self.sock.close()
 
 
 @pytest.fixture
@@ -70,6 +80,7 @@ def test_a_session_outlives_the_server_closing_idle_connections(
     app = SessionManager(memcached_nodes=spec)
     aapp = AsyncSessionManager(memcached_nodes=spec)
     loop = asyncio.new_event_loop()
+    probes: list[_ClosedByServer] = []
     try:
         session = app.load(None)
         session["n"] = 1
@@ -77,7 +88,7 @@ def test_a_session_outlives_the_server_closing_idle_connections(
         sid = session.id
         asession = loop.run_until_complete(aapp.load(sid))  # the async store's connections too
         assert asession["n"] == 1
-        probes = [_closed_by_server(n.port) for n in nodes]
+        probes += [_ClosedByServer(n.port) for n in nodes]
 
         def closed() -> bool:
             loop.run_until_complete(asyncio.sleep(0.02))  # an ASGI server's loop keeps running
@@ -93,6 +104,8 @@ def test_a_session_outlives_the_server_closing_idle_connections(
         assert (asession.load_status, asession.id, asession["n"]) == ("found", sid, 2)
         assert app.stats["load_unavailable"] == aapp.stats["load_unavailable"] == 0
     finally:
+        for probe in probes:
+            probe.close()
         app.close()
         loop.run_until_complete(aapp.close())
         loop.close()
@@ -121,13 +134,14 @@ def test_a_redis_noreply_write_after_the_idle_timeout_is_not_lost(tmp_path: Path
     such a connection was lost (waited commands were already retried once)."""
     server = redis_server(tmp_path, "--timeout", "1").start()
     store = RedisStore(f"redis://{server.address}/0", 0.5)
+    probe = _ClosedByServer(server.port)
     try:
         store.set("before", b"v", 60)
-        probe = _closed_by_server(server.port)
         wait_until(probe, 10, "redis closing idle connections")
         store.set("after", b"v", 60, True)
         assert store.get_many(["after"]) == {"after": b"v"}
     finally:
+        probe.close()
         store.close()
         server.kill()
 
