@@ -3,11 +3,15 @@
 Records are decoded with the same RecordFormat, codecs and key layout as the app (a session the
 app cannot read is reported as it would be: corrupt, unsigned, unknown codec). Attribute values
 are redacted by default: an operator sees names, types and sizes, not a user's data.
+
+Both read and delete through the app's own stores (`stores.make_stores`), so they work on
+memcached nodes and on Redis (one logical node, `default`, whatever the deployment) alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +23,7 @@ from pymsm.core.ids import SessionId
 from pymsm.core.records import TOMBSTONE, RecordFormat, Validity
 from pymsm.exceptions import ConfigError, RecordError, StoreError
 from pymsm.manager import SessionManager
-
-from .wire import Connection
+from pymsm.stores import Store, make_stores
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Report:
     copies: list[Copy] = field(default_factory=list)
     locked_on: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
+    no_backup: str = "one node"  # why no backup is expected, when none is
 
     @property
     def found(self) -> bool:
@@ -133,8 +137,24 @@ def decode_copy(copy: Copy, config: Config) -> None:
         copy.error = str(exc)
 
 
+@contextlib.contextmanager
+def node_stores(config: Config, timeout: float) -> Iterator[dict[str, Store]]:
+    """The app's stores for every node, each operation bounded by `timeout`; closed after."""
+    stores = make_stores(Config.from_settings(config, operation_timeout=timeout))
+    try:
+        yield stores
+    finally:
+        for store in stores.values():
+            store.close()
+
+
 def show(config: Config, sid: SessionId, timeout: float) -> Report:
     """Read every key of the session on every node (one multi-get per node)."""
+    with node_stores(config, timeout) as stores:
+        return _show(config, sid, stores)
+
+
+def _show(config: Config, sid: SessionId, stores: dict[str, Store]) -> Report:
     nodes = config.nodes
     primary = sid.node if nodes.has_ids else nodes.nodes[0].name
     if primary not in nodes.names:
@@ -146,11 +166,12 @@ def show(config: Config, sid: SessionId, timeout: float) -> Report:
     lock = "lock:" + keys.record
     after = nodes.after(primary) if nodes.has_ids else []
     report = Report(str(sid), primary, after[0] if after else None)
+    if nodes.redis is not None:
+        report.no_backup = "Redis keeps the copies"
     for node in nodes:
         wanted = [keys.record, keys.validity, keys.backup, keys.backup_validity, lock]
         try:
-            with Connection(node, timeout) as conn:
-                found = conn.get_many(wanted)
+            found = stores[node.name].get_many(wanted)
         except StoreError as exc:
             report.unreachable[node.name] = str(exc)
             continue
@@ -178,14 +199,20 @@ def delete(config: Config, sid: SessionId, timeout: float) -> tuple[dict[str, in
     and the process served its copy and wrote it back (tenth session). Then every node is swept
     of the record, backup and lock keys (copies a relocation may have left outside the window);
     the tombstones stay."""
+    with node_stores(config, timeout) as stores:
+        return _delete(config, sid, timeout, stores)
+
+
+def _delete(
+    config: Config, sid: SessionId, timeout: float, stores: dict[str, Store]
+) -> tuple[dict[str, int], dict[str, str]]:
     keys = Keys.of(config.key_prefix, sid)
     swept = [keys.record, keys.backup, keys.backup_validity, "lock:" + keys.record]
     held: dict[str, int] = {}
     unreachable: dict[str, str] = {}
     for node in config.nodes:
         try:
-            with Connection(node, timeout) as conn:
-                found = conn.get_many([*swept, keys.validity])
+            found = stores[node.name].get_many([*swept, keys.validity])
             ended = found.get(keys.validity) == TOMBSTONE.encode()  # (deleted before)
             held[node.name] = len(found) - ended
         except StoreError as exc:
@@ -203,9 +230,8 @@ def delete(config: Config, sid: SessionId, timeout: float) -> tuple[dict[str, in
             continue
         names = swept if node.name == home else [*swept, keys.validity]
         try:
-            with Connection(node, timeout) as conn:
-                for key in names:
-                    conn.delete(key)
+            for key in names:
+                stores[node.name].delete(key)
         except StoreError as exc:
             unreachable[node.name] = str(exc)
     return held, unreachable
