@@ -232,3 +232,35 @@ def test_doctor_warns_about_an_ignore_pattern_that_misses_static_files() -> None
     assert warning.level == "warning" and "does not match /static/a.png" in warning.message
     _, findings = doctor.check_settings({"memcached_nodes": nodes})  # the default pattern
     assert not [f for f in findings if f.check == "request_uri_ignore_pattern"]
+
+
+def test_redis_tools_without_redis_py_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pymsm.admin.stats import collect_config
+
+    import pymsm.admin
+
+    monkeypatch.setitem(sys.modules, "pymsm.admin.redis_admin", None)  # import fails as without
+    monkeypatch.delattr(pymsm.admin, "redis_admin", raising=False)  # (imported by other tests)
+    with pytest.raises(ConfigError, match=r"pip install 'pymsm\[redis\]'"):
+        collect_config(Config(memcached_nodes="redis://127.0.0.1:6379/0"), 1.0, lambda: 0.0)
+
+
+def test_doctor_on_redis_judges_replicas_persistence_and_policy() -> None:
+    def server(**details: str | None) -> NodeStats:
+        counters = {"bytes": 10, "limit_maxbytes": 100}
+        base = {"role": "master", "replicas": "1", "aof_enabled": "1", "save": ""}
+        base |= {"maxmemory_policy": "volatile-lru"}
+        return NodeStats(
+            "default", "h:1", True, counters=counters, kind="redis", details=base | details
+        )
+
+    assert [f.level for f in doctor.check_redis([server()], "sentinel")] == ["ok"]
+    checks = {f.check: f.message for f in doctor.check_redis([server(replicas="0")], "cluster")}
+    assert "--cluster-slave" in checks["default copies"]
+    found = doctor.check_redis([server(aof_enabled="0", save="")], "single")
+    assert [f.check for f in found] == ["default", "default persistence"]
+    assert len(doctor.check_redis([server(aof_enabled="0", save=None)], "single")) == 1  # unknown
+    found = doctor.check_redis([server(maxmemory_policy="noeviction")], "single")
+    assert "noeviction" in found[-1].message

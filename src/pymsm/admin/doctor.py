@@ -66,15 +66,20 @@ def advice(config: Config) -> list[Finding]:
     """What a valid configuration still gets wrong for high availability."""
     nodes = config.nodes
     mode = "sticky" if config.sticky else "non-sticky"
+    where = (
+        f"{len(nodes)} node(s) ({', '.join(nodes.names)})"
+        if nodes.redis is None
+        else f"Redis {nodes.redis.kind} ({nodes.redis})"
+    )
     found = [
         Finding(
             "ok",
             "config",
-            f"{len(nodes)} node(s) ({', '.join(nodes.names)}), {mode}, locking_mode "
-            f"{config.locking_mode}, storage prefix {config.key_prefix or '(none)'}",
+            f"{where}, {mode}, locking_mode {config.locking_mode}, "
+            f"storage prefix {config.key_prefix or '(none)'}",
         )
     ]
-    if len(nodes) < 2 or not nodes.has_ids:
+    if nodes.redis is None and (len(nodes) < 2 or not nodes.has_ids):
         found.append(
             Finding(
                 "warning",
@@ -206,23 +211,89 @@ def check_memory(stats: list[NodeStats]) -> list[Finding]:
         if not s.up or s.used_ratio is None:
             continue
         used = f"{s.used_ratio * 100:.0f}% of {s.get('limit_maxbytes') // 2**20} MiB used"
+        more = "raise maxmemory" if s.kind == "redis" else "raise memcached -m"
         if s.get("evictions"):
             found.append(
                 Finding(
                     "problem",
                     f"{s.node} memory",
                     f"{s.get('evictions')} evictions ({used}): live sessions may be dropped; "
-                    "raise memcached -m or add nodes",
+                    f"{more} or add nodes",
                 )
             )
         elif s.used_ratio > 0.9:
-            found.append(
-                Finding(
-                    "warning", f"{s.node} memory", f"{used}: little headroom; raise memcached -m"
-                )
-            )
+            found.append(Finding("warning", f"{s.node} memory", f"{used}: little headroom; {more}"))
         else:
             found.append(Finding("ok", f"{s.node} memory", used))
+    return found
+
+
+# eviction policies that never evict: a full Redis refuses writes (OOM) instead
+_NO_EVICTION = "noeviction"
+
+
+def check_redis(stats: list[NodeStats], kind: str) -> list[Finding]:
+    """The servers behind a Redis URL (`kind`: single, sentinel or cluster): reachable, what
+    keeps the sessions when a server is lost (replicas, persistence), and the memory limit.
+
+    Redis holds the copies there, not pymsm (no backup keys), so these replace the backup and
+    item size checks; its TTLs are relative, so clock skew does not shorten sessions."""
+    found = []
+    for s in stats:
+        if not s.up:
+            found.append(Finding("problem", s.node, f"unreachable: {s.error}"))
+            continue
+        d = s.details
+        replicas = int(d.get("replicas") or 0)
+        found.append(
+            Finding(
+                "ok",
+                s.node,
+                f"{s.address}: Redis {s.version}, {d.get('role') or '?'}, {replicas} replica(s)",
+            )
+        )
+        if not replicas:
+            found.append(
+                Finding(
+                    "warning",
+                    f"{s.node} copies",
+                    "no replica: every session on this server is lost with it; add a replica "
+                    "(redis+sentinel://… names the master Sentinel promotes)"
+                    if kind != "cluster"
+                    else "no replica: the sessions of this primary's slots are lost with it; "
+                    "give each primary a replica (redis-cli --cluster add-node --cluster-slave)",
+                )
+            )
+        persistent = d.get("aof_enabled") == "1" or bool(d.get("save"))
+        if d.get("save") is not None and not persistent:
+            found.append(
+                Finding(
+                    "warning",
+                    f"{s.node} persistence",
+                    "neither appendonly nor save snapshots: a restart empties this server and "
+                    "logs its users out; set appendonly yes",
+                )
+            )
+        policy = d.get("maxmemory_policy")
+        if not s.get("limit_maxbytes"):
+            found.append(
+                Finding(
+                    "warning",
+                    f"{s.node} memory",
+                    "no maxmemory: Redis grows until the host runs out of memory; set maxmemory "
+                    "and a volatile-lru or allkeys-lru maxmemory-policy",
+                )
+            )
+        elif policy == _NO_EVICTION:
+            found.append(
+                Finding(
+                    "warning",
+                    f"{s.node} memory",
+                    "maxmemory-policy noeviction: once memory is full every session save fails "
+                    "(OOM); a volatile-lru policy drops the least recently used sessions instead, "
+                    "as memcached does",
+                )
+            )
     return found
 
 

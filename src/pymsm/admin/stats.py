@@ -3,6 +3,7 @@
 `collect(nodes)` asks every node for `stats` (and `stats settings`) and returns one NodeStats per
 node; a node that cannot be reached gives `up=False` and the reason, never an exception.
 `rates(before, after)` turns two samples into per-second rates for `msm stats --watch`.
+`collect_config(config)` does either, or asks Redis (admin/redis_admin.py) for a Redis URL.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pymsm.config import Config
 from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError
 
@@ -47,6 +49,8 @@ class NodeStats:
     counters: dict[str, int] = field(default_factory=dict)
     item_size_max: int | None = None
     sampled_at: float = 0.0  # local time of the sample, s
+    kind: str = "memcached"  # or redis
+    details: dict[str, str | None] = field(default_factory=dict)  # Redis: role, policy, ...
 
     def get(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -106,6 +110,25 @@ def collect(nodes: Iterable[Node], timeout: float, clock: Any) -> list[NodeStats
     nodes = list(nodes)
     with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
         return list(pool.map(lambda n: node_stats(n, timeout, clock), nodes))
+
+
+def collect_config(config: Config, timeout: float, clock: Any) -> list[NodeStats]:
+    """Stats of the configured nodes: memcached nodes, or the servers behind a Redis URL."""
+    if config.nodes.redis is not None:
+        found: list[NodeStats] = redis_admin().collect(config.nodes.redis, timeout, clock)
+        return found
+    return collect(config.nodes, timeout, clock)
+
+
+def redis_admin() -> Any:
+    """admin/redis_admin.py, which needs redis-py (the `redis` extra): a ConfigError without."""
+    try:
+        from . import redis_admin as module
+    except ImportError as exc:
+        from pymsm.stores import redis_missing
+
+        raise redis_missing() from exc
+    return module
 
 
 def rates(before: NodeStats, after: NodeStats) -> dict[str, float]:

@@ -28,7 +28,7 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--nodes",
         metavar="NODES",
-        help="memcached_nodes, e.g. n1:10.0.0.1:11211,n2:10.0.0.2:11211 "
+        help="memcached_nodes, e.g. n1:10.0.0.1:11211,n2:10.0.0.2:11211 or redis://host:6379/0 "
         "(default: MSM_MEMCACHED_NODES, or the --config file)",
     )
     group.add_argument(
@@ -81,10 +81,6 @@ def load_config(args: argparse.Namespace) -> Config:
         raise ConfigError(
             "memcached_nodes is not set: pass --nodes n1:host:port,n2:host:port, set "
             "MSM_MEMCACHED_NODES, or give --config FILE"
-        )
-    if str(settings["memcached_nodes"]).lstrip().startswith("redis"):
-        raise ConfigError(
-            "memcached_nodes names Redis; the msm operations commands read memcached nodes only"
         )
     return Config(**settings)
 

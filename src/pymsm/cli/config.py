@@ -83,6 +83,8 @@ def run_show(args: argparse.Namespace) -> int:
         value = getattr(config, name)
         if name in SECRET and value is not None:
             value = "(set, hidden)"
+        elif name == "memcached_nodes" and config.nodes.redis is not None:
+            value = str(config.nodes.redis)  # a Redis URL without its password
         rows.append((name, value, source))
     if args.json:
         print_json({name: {"value": _plain(v), "source": s} for name, v, s in rows})

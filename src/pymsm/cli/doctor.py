@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pymsm.admin import doctor
-from pymsm.admin.stats import collect
+from pymsm.admin.stats import collect, collect_config
 from pymsm.exceptions import StoreError
 
 from ._common import OK, PROBLEMS, add_settings_args, pipe_safe, print_json, sources
@@ -53,6 +53,13 @@ def diagnose(args: argparse.Namespace) -> list[doctor.Finding]:
     config, findings = doctor.check_settings(settings)
     if config is None:
         return findings
+    if config.nodes.redis is not None:  # Redis keeps the copies: its own checks
+        stats = collect_config(config, args.timeout, time.time)
+        return (
+            findings
+            + doctor.check_redis(stats, config.nodes.redis.kind)
+            + (doctor.check_memory(stats))
+        )
     stats = collect(config.nodes, args.timeout, time.time)
     down = [s.node for s in stats if not s.up]
     feats = {}

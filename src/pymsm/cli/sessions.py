@@ -1,7 +1,8 @@
 """`msm sessions list|show|delete|count`: the sessions the cache nodes hold.
 
-`list` and `count` scan every node's keys (lru_crawler metadump; stats cachedump on old servers)
-one key at a time, so memory stays flat however many sessions there are; output is streamed.
+`list` and `count` scan every node's keys (lru_crawler metadump; stats cachedump on old servers;
+SCAN on Redis) one key at a time, so memory stays flat however many sessions there are; output
+is streamed.
 Exit 0 on success, 1 when a node could not be read or (show/delete) the session was not found.
 """
 
@@ -13,11 +14,12 @@ import itertools
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from pymsm.admin import sessions as admin
 from pymsm.admin.scan import KINDS, KeyInfo, ScanInfo, scan_node
+from pymsm.admin.stats import redis_admin
 from pymsm.config import Config
 from pymsm.core.ids import SessionId
 from pymsm.exceptions import StoreError
@@ -79,32 +81,61 @@ def _scan_args(parser: argparse.ArgumentParser) -> None:
     add_settings_args(parser)
 
 
-def scan(config: Config, args: argparse.Namespace, failed: dict[str, str]) -> Iterator[KeyInfo]:
-    """Every key of the selected nodes; nodes that fail are recorded in `failed` and skipped."""
-    nodes = [n for n in config.nodes if not args.node or n.name in args.node]
-    unknown = set(args.node or ()) - {n.name for n in config.nodes}
-    if unknown:
-        failed.update((n, "not a node of memcached_nodes") for n in sorted(unknown))
+def scan(
+    config: Config,
+    args: argparse.Namespace,
+    failed: dict[str, str],
+    scanned: list[str] | None = None,
+) -> Iterator[KeyInfo]:
+    """Every key of the selected nodes; nodes that fail are recorded in `failed` and skipped,
+    and every node scanned is appended to `scanned`. For a Redis URL the nodes are its servers
+    (redis_admin.py: the one, or each primary)."""
     progress = Progress(Progress.wanted(args.progress))
-    for node in nodes:
-        info = ScanInfo()
-        keys = scan_node(node, config.key_prefix, args.timeout, info)
+    for name, info, keys in _node_scans(config, args, failed):
+        if scanned is not None:
+            scanned.append(name)
         try:
             for i, key in enumerate(keys):
                 if i == 0:
-                    progress.start(f"{node.name} ({info.method})", info.estimated)
+                    progress.start(f"{name} ({info.method})", info.estimated)
                 progress.advance()
                 yield key
         except StoreError as exc:
-            failed[node.name] = str(exc)
+            failed[name] = str(exc)
         finally:
             keys.close()
         progress.done()
         if info.partial:
             warn(
-                f"{node.name}: stats cachedump shows only part of the {info.estimated} keys: "
+                f"{name}: stats cachedump shows only part of the {info.estimated} keys: "
                 "this listing is partial (enable the LRU crawler for metadump)"
             )
+
+
+def _node_scans(
+    config: Config, args: argparse.Namespace, failed: dict[str, str]
+) -> Iterator[tuple[str, ScanInfo, Generator[KeyInfo, None, None]]]:
+    """(node, its ScanInfo, its keys) for each node `--node` selects."""
+    wanted = set(args.node or ())
+    seen: set[str] = set()
+    if config.nodes.redis is not None:
+        try:
+            for name, info, keys in redis_admin().scan_servers(
+                config.nodes.redis, config.key_prefix, args.timeout
+            ):
+                seen.add(name)
+                if not wanted or name in wanted:
+                    yield name, info, keys
+        except StoreError as exc:
+            failed["default"] = str(exc)
+            return
+    else:
+        for node in config.nodes:
+            seen.add(node.name)
+            if not wanted or node.name in wanted:
+                info = ScanInfo()
+                yield node.name, info, scan_node(node, config.key_prefix, args.timeout, info)
+    failed.update((n, "not a node of memcached_nodes") for n in sorted(wanted - seen))
 
 
 def _report(failed: dict[str, str]) -> int:
@@ -167,12 +198,11 @@ def _stream_json(keys: Iterator[KeyInfo]) -> None:
 def run_count(args: argparse.Namespace) -> int:
     config = load_config(args)
     failed: dict[str, str] = {}
-    counts: dict[str, Counter[str]] = {}
-    for key in scan(config, args, failed):
-        counts.setdefault(key.node, Counter())[key.kind] += 1
-    for node in config.nodes:
-        if node.name not in failed and (not args.node or node.name in args.node):
-            counts.setdefault(node.name, Counter())
+    found: dict[str, Counter[str]] = {}
+    scanned: list[str] = []
+    for key in scan(config, args, failed, scanned):
+        found.setdefault(key.node, Counter())[key.kind] += 1
+    counts = {n: found.get(n, Counter()) for n in scanned if n in found or n not in failed}
     total = Counter[str]()
     for c in counts.values():
         total.update(c)
@@ -234,8 +264,11 @@ def _print_report(report: admin.Report, reveal: bool) -> None:
     where = {role: c.node for role, c in found.items()}
     print(f"session    {report.session_id}")
     print(f"primary    {where.get('primary', 'MISSING')} (its node: {report.primary_node})")
-    expected = report.expected_backup or "none (one node)"
-    print(f"backup     {where.get('backup', 'MISSING')} (expected on {expected})")
+    if report.expected_backup or "backup" in where:
+        expected = report.expected_backup or "none"
+        print(f"backup     {where.get('backup', 'MISSING')} (expected on {expected})")
+    else:
+        print(f"backup     none ({report.no_backup})")
     print(f"agree      {({True: 'yes', False: 'NO', None: '-'})[report.agree]}")
     if report.locked_on:
         print(f"locked     on {', '.join(report.locked_on)}")

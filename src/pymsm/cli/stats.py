@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from pymsm.admin.stats import NodeStats, collect, rates
+from pymsm.admin.stats import NodeStats, collect_config, rates
 
 from ._common import (
     OK,
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     previous: list[NodeStats] | None = None
     taken = 0
     while True:
-        current = collect(config.nodes, args.timeout, time.time)
+        current = collect_config(config, args.timeout, time.time)
         per_second = (
             [rates(b, a) for b, a in zip(previous, current, strict=True)] if previous else None
         )
@@ -102,7 +102,9 @@ def show(
 def _row(s: NodeStats) -> list[Any]:
     if not s.up:
         return [s.node, s.address, "down", *["-"] * (len(HEADERS) - 3)]
-    used = f"{human_bytes(s.get('bytes'))}/{human_bytes(s.get('limit_maxbytes'))}"
+    limit = s.get("limit_maxbytes")
+    # Redis without maxmemory has no limit (memcached always has one)
+    used = f"{human_bytes(s.get('bytes'))}/{human_bytes(limit) if limit else 'none'}"
     return [
         s.node,
         s.address,

@@ -21,7 +21,7 @@ def make_stores(config: Config) -> dict[str, Store]:
         try:
             from .redis import RedisStore
         except ImportError as exc:
-            raise _no_redis() from exc
+            raise redis_missing() from exc
         return {"default": RedisStore(url, config.operation_timeout)}
     from .memcached import MemcachedStore
 
@@ -38,7 +38,7 @@ def make_async_stores(config: Config) -> dict[str, AsyncStore]:
         try:
             from .redis import AsyncRedisStore
         except ImportError as exc:
-            raise _no_redis() from exc
+            raise redis_missing() from exc
         return {"default": AsyncRedisStore(url, config.operation_timeout)}
     from .memcached_async import AsyncMemcachedStore
 
@@ -49,7 +49,7 @@ def make_async_stores(config: Config) -> dict[str, AsyncStore]:
     }
 
 
-def _no_redis() -> ConfigError:
+def redis_missing() -> ConfigError:
     return ConfigError(
         "memcached_nodes is a Redis URL but redis-py is not installed: pip install 'pymsm[redis]'"
     )
