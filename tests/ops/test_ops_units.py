@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import sys
 import tomllib
 
 import pytest
 
+import pymsm.admin
 from pymsm import Config
 from pymsm.admin import doctor, tomcat
 from pymsm.admin.scan import _metadump_line, classify
 from pymsm.admin.sessions import redact
-from pymsm.admin.stats import NodeStats, parse_stats, rates
+from pymsm.admin.stats import NodeStats, collect_config, parse_stats, rates
 from pymsm.cli._common import Progress
 from pymsm.exceptions import ConfigError
 
@@ -235,12 +237,6 @@ def test_doctor_warns_about_an_ignore_pattern_that_misses_static_files() -> None
 
 
 def test_redis_tools_without_redis_py_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from pymsm.admin.stats import collect_config
-
-    import pymsm.admin
-
     monkeypatch.setitem(sys.modules, "pymsm.admin.redis_admin", None)  # import fails as without
     monkeypatch.delattr(pymsm.admin, "redis_admin", raising=False)  # (imported by other tests)
     with pytest.raises(ConfigError, match=r"pip install 'pymsm\[redis\]'"):
