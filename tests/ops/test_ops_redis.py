@@ -29,10 +29,10 @@ def url_of(server: ServerProcess) -> str:
     return f"redis://{server.address}/0"
 
 
-def write_sessions(url: str, count: int) -> list[str]:
+def write_sessions(url: str, count: int, **settings: str) -> list[str]:
     """Sessions with a record and a validity key each (the second request writes the access
     time); Redis keeps no backup keys."""
-    manager = SessionManager(memcached_nodes=url, access_time_resolution=0)
+    manager = SessionManager(memcached_nodes=url, access_time_resolution=0, **settings)
     ids = []
     for i in range(count):
         session = manager.load(None)
@@ -165,14 +165,7 @@ def test_a_cluster_is_read_primary_by_primary(
 ) -> None:
     url = redis_cluster.url
     prefix = "static:opsredis"  # the cluster fixture is shared by the module: count our keys only
-    manager = SessionManager(memcached_nodes=url, storage_key_prefix=prefix)
-    ids = []
-    for i in range(12):
-        session = manager.load(None)
-        session["n"] = i
-        manager.save(session)
-        ids.append(session.id)
-    manager.close()
+    ids = write_sessions(url, 12, storage_key_prefix=prefix)
     code, out, _ = run(capsys, "stats", "--json", "--nodes", url)
     assert code == 0
     nodes = json.loads(out)["nodes"]
@@ -209,3 +202,24 @@ def test_sentinel_names_the_master_it_reads(redis_sentinel: SentinelSetup, capsy
     assert json.loads(out)["sessions"] == 1
     code, out, _ = run(capsys, "sessions", "show", sid, "--json", "--nodes", url)
     assert code == 0 and json.loads(out)["found"]
+
+
+def test_a_cluster_primary_down_is_named(tmp_path: Path, capsys) -> None:
+    """A cluster of its own: one primary is killed. Its row is down and the listing says which
+    keys it could not read, while the other primaries are still read."""
+    setup = ClusterSetup(tmp_path).start()
+    try:
+        write_sessions(setup.url, 6)
+        dead = setup.nodes[1]
+        dead.kill()
+        code, out, _ = run(capsys, "stats", "--json", "--nodes", setup.url)
+        assert code == 1
+        state = {n["node"]: n["up"] for n in json.loads(out)["nodes"]}
+        assert state == {n.address: n is not dead for n in setup.nodes}
+        code, out, err = run(capsys, "sessions", "count", "--json", "--nodes", setup.url)
+        assert code == 1
+        doc = json.loads(out)
+        assert list(doc["unreachable"]) == [dead.address] and dead.address in err
+        assert set(doc["nodes"]) == {n.address for n in setup.nodes if n is not dead}
+    finally:
+        setup.stop()
