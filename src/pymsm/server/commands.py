@@ -228,6 +228,7 @@ def touch(conn: Connection, words: list[bytes]) -> None:
         return
     counters["touch_hits"] += 1
     storage.classes[item.clsid - 1].count("touch_hits")
+    item.fetched = True  # as memcached: a touched item counts as fetched (mg h, *_unfetched)
     conn.reply(b"TOUCHED", noreply)
 
 

@@ -59,8 +59,16 @@ def decode_key(key: bytes, flags: Flags) -> bytes:
         raise MetaError("error decoding key") from None
 
 
-def echo(flags: Flags, key: bytes, item: Item | None, now: int, letters: str = "kO") -> bytes:
-    """The return flags, in request order: k and O always; c f h l s t only with an item."""
+def echo(
+    flags: Flags,
+    key: bytes,
+    item: Item | None,
+    now: int,
+    letters: str = "kO",
+    no_item_cas: bool = False,
+) -> bytes:
+    """The return flags, in request order: k and O always; c f h l s t only with an item (c as
+    c0 without one when `no_item_cas`, as memcached's ms answers)."""
     parts = []
     for letter, arg in flags.items():
         if letter not in letters:
@@ -69,6 +77,8 @@ def echo(flags: Flags, key: bytes, item: Item | None, now: int, letters: str = "
             parts.append(b" k" + key + (b" b" if "b" in flags else b""))
         elif letter == "O":
             parts.append(b" O" + arg)
+        elif item is None and letter == "c" and no_item_cas:
+            parts.append(b" c0")
         elif item is not None:
             parts.append(b" " + letter.encode() + item_flag(letter, item, now))
     return b"".join(parts)
@@ -121,12 +131,18 @@ def mg(conn: Connection, words: list[bytes]) -> None:
         return
     counters["get_hits"] += 1
     storage.classes[item.clsid - 1].count("get_hits")
-    returned = echo(flags, words[1], item, now, "cfhklOst")  # t: the TTL before T applies
-    if ttl is not None:
-        item.exptime = storage.clock.realtime(ttl)
+    expires = None if ttl is None else storage.clock.realtime(ttl)
+    letters = list(flags)
+    # memcached reads the flags in order: t shows the TTL T sets only when T comes first
+    if expires is not None and "t" in flags and letters.index("T") < letters.index("t"):
+        item.exptime = expires
+    returned = echo(flags, words[1], item, now, "cfhklOst")
+    if expires is not None:
+        item.exptime = expires
         counters["cmd_touch"] += 1
         counters["touch_hits"] += 1
-    item.fetched = True
+    if "u" not in flags:  # as memcached: u leaves the item as unfetched as unbumped
+        item.fetched = True
     if "v" in flags:
         conn.out.append(b"VA %d%s\r\n%s\r\n" % (len(item.value), returned, item.value))
         conn.out_bytes += len(item.value)
@@ -160,10 +176,10 @@ def ms(conn: Connection, words: list[bytes]) -> None:
         if data[-2:] != b"\r\n":
             conn.out.append(b"CLIENT_ERROR bad data chunk\r\n")
             return
-        stored_mode = Mode.CAS if cas is not None and mode is Mode.SET else mode
+        # as memcached: C turns set and replace into cas; append and prepend compare a
+        # non-zero C themselves (storage.store); add ignores it
+        stored_mode = Mode.CAS if cas is not None and mode in (Mode.SET, Mode.REPLACE) else mode
         result, item = storage.store(stored_mode, key, item_flags, ttl, data[:-2], cas or 0)
-        if cas is not None and mode is not Mode.SET and result is Result.STORED:
-            pass  # modes other than set ignore C, as memcached's ms does for append/prepend
         count_store(conn, stored_mode, result, item)
         code = {Result.STORED: b"HD", Result.EXISTS: b"EX", Result.NOT_FOUND: b"NF"}.get(
             result, b"NS"
@@ -172,7 +188,10 @@ def ms(conn: Connection, words: list[bytes]) -> None:
             conn.out.append(result.value + b"\r\n")
         elif not (code == b"HD" and "q" in flags):
             now = storage.clock.now()
-            conn.out.append(code + echo(flags, words[1], item, now, "kOc") + b"\r\n")
+            # memcached answers c0 when nothing was stored
+            conn.out.append(
+                code + echo(flags, words[1], item, now, "kOc", no_item_cas=True) + b"\r\n"
+            )
 
     conn.expect = (length + 2, complete)
 
@@ -207,7 +226,7 @@ def md(conn: Connection, words: list[bytes]) -> None:
         words[2:], "bCkOq", "invalid or duplicate flag", "invalid or duplicate flag"
     )
     key = decode_key(words[1], flags)
-    cas = 0
+    cas = None  # C0 compares too, and fails: memcached checks any C it is given
     if "C" in flags:
         cas = number(flags, "C", strtoull, "bad token in command line format")
     storage, counters = conn.cache.storage, conn.cache.stats.counters
@@ -215,7 +234,7 @@ def md(conn: Connection, words: list[bytes]) -> None:
     if item is None:
         counters["delete_misses"] += 1
         code = b"NF"
-    elif cas and item.cas != cas:
+    elif cas is not None and item.cas != cas:
         code = b"EX"
     else:
         counters["delete_hits"] += 1
@@ -244,9 +263,11 @@ def ma(conn: Connection, words: list[bytes]) -> None:
     storage, counters = conn.cache.storage, conn.cache.stats.counters
     result, item = storage.arithmetic(key, delta, incr, cas)
     name = "incr" if incr else "decr"
+    created = False
     if result is Result.NOT_FOUND and vivify is not None:
         expires = storage.clock.realtime(vivify)
         result, item = storage.store(Mode.ADD, key, 0, expires, b"%d" % initial)
+        created = result is Result.STORED
     if result is Result.NON_NUMERIC:
         raise MetaError(Result.NON_NUMERIC.value[13:].decode())
     if result is Result.NOT_FOUND:
@@ -261,9 +282,11 @@ def ma(conn: Connection, words: list[bytes]) -> None:
         item.exptime = storage.clock.realtime(ttl)
     returned = echo(flags, words[1], item, storage.clock.now(), "ctkO")
     value = item.value.rstrip(b" ")
+    if "q" in flags and not created:  # memcached answers a created item despite q
+        return
     if "v" in flags:
         conn.out.append(b"VA %d%s\r\n%s\r\n" % (len(value), returned, value))
-    elif "q" not in flags:
+    else:
         conn.out.append(b"HD" + returned + b"\r\n")
 
 

@@ -187,6 +187,8 @@ class Storage:
                     return NOT_FOUND, None
                 if old.cas != cas:
                     return EXISTS, None
+            if mode in (APPEND, PREPEND) and cas and old is not None and old.cas != cas:
+                return EXISTS, None  # memcached's ms with a C compares it (0: no compare)
             if mode is APPEND and old is not None:
                 value, flags, exptime = old.value + value, old.flags, old.exptime
             elif mode is PREPEND and old is not None:
