@@ -11,7 +11,7 @@ import pytest
 
 from pymsm import SessionManager
 from pymsm.cli import main
-from support.redis_servers import ClusterSetup, SentinelSetup, client, redis_server
+from support.redis_servers import ClusterSetup, SentinelSetup, client, redis_server, wait_until
 from support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -223,3 +223,19 @@ def test_a_cluster_primary_down_is_named(tmp_path: Path, capsys) -> None:
         assert set(doc["nodes"]) == {n.address for n in setup.nodes if n is not dead}
     finally:
         setup.stop()
+
+
+def test_listing_leaves_the_keys_idle_time_alone(redis_node, capsys) -> None:
+    """A listing must not look like traffic: Redis evicts by idle time (LRU). A first version
+    asked STRLEN, which reset every key's idle time to 0."""
+    url = url_of(redis_node)
+    sid = write_sessions(url, 1)[0]
+    redis = client(redis_node.port)
+    record = "{" + sid + "}"
+    wait_until(lambda: redis.object("idletime", record) >= 2, 10, "the record idle for 2 s")
+    for _ in range(2):
+        code, out, _ = run(capsys, "sessions", "list", "--json", "--nodes", url)
+        assert code == 0
+        (primary,) = [k for k in json.loads(out) if k["kind"] == "primary"]
+        assert primary["idle"] >= 2
+    assert redis.object("idletime", record) >= 2

@@ -7,10 +7,12 @@ every primary of a Cluster (labelled by address, since a session's keys may be o
 - Stats come from INFO and map onto memcached's counters (`used_memory` as bytes,
   `maxmemory` as the limit, `keyspace_hits`/`misses`, `evicted_keys`, GET/MGET and SET calls),
   plus what only Redis has: role and replicas, eviction policy, persistence.
-- Listing walks SCAN (1,000 keys a step, so memory stays flat) and asks STRLEN, PTTL and
-  OBJECT IDLETIME per key in one pipeline per step. Keys are classified with the memcached
-  rules after the store's hash tag is taken off (`validity:{P S}` -> `validity:P S`). A
-  key's size is its value's length (memcached's counts the item with its header).
+- Listing walks SCAN (1,000 keys a step, so memory stays flat) and asks OBJECT IDLETIME,
+  MEMORY USAGE and PTTL per key in one pipeline per step: commands that leave the key's access
+  time alone, as memcached's metadump does. (STRLEN would reset every key's idle time and
+  make a listing look like traffic to Redis's LRU eviction.) Keys are classified with the
+  memcached rules after the store's hash tag is taken off (`validity:{P S}` -> `validity:P S`).
+  A key's size is what Redis says it takes in memory, header included, as memcached's is.
 """
 
 from __future__ import annotations
@@ -176,11 +178,11 @@ def scan_server(
             if not keys:
                 continue
             pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.strlen(key).pttl(key).object("idletime", key)
+            for key in keys:  # none of these touches the key (STRLEN would: idle 0, LRU bumped)
+                pipe.object("idletime", key).memory_usage(key).pttl(key)
             answers = pipe.execute(raise_on_error=False)
         for i, raw in enumerate(keys):
-            size, pttl, idle = answers[3 * i : 3 * i + 3]
+            idle, size, pttl = answers[3 * i : 3 * i + 3]
             if isinstance(pttl, int) and pttl == -2:
                 continue  # expired or deleted since the SCAN step
             wire = raw.decode(errors="replace")
