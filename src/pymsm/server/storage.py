@@ -8,6 +8,7 @@ is evicted (or, with `-M`, the store fails). Not thread-safe: one event loop own
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 from collections import OrderedDict
@@ -252,6 +253,8 @@ class Storage:
         item = self.get(key)
         if item is None:
             return Result.NOT_FOUND, None
+        if not item.value:  # as memcached: an empty value is refused before the CAS check
+            return Result.NON_NUMERIC, item
         if cas and item.cas != cas:
             return Result.EXISTS, item
         current = parse_counter(item.value)
@@ -259,9 +262,11 @@ class Storage:
             return Result.NON_NUMERIC, item
         number = (current + delta) & UINT64 if incr else max(current - delta, 0)
         text = str(number).encode()
-        if len(text) < len(item.value):  # memcached rewrites in place, padding with spaces
+        in_place = len(text) <= len(item.value)
+        if in_place:  # memcached rewrites in place, padding with spaces
             text = text.ljust(len(item.value))
         new = Item(key, text, item.flags, item.exptime)
+        new.fetched = in_place and item.fetched  # (a new item, when longer, starts unfetched)
         if self.link(new) is not Result.STORED:
             return Result.NO_MEMORY, None
         return Result.STORED, new
@@ -351,9 +356,23 @@ class Storage:
 
 
 def parse_counter(value: bytes) -> int | None:
-    """A stored counter as memcached's strtoull reads it: digits, spaces around; else None."""
-    text = value.strip(b" \t\r\n\v\f")
-    if not text or not text.isdigit() or len(text) > 20:
+    """A stored counter as memcached's safe_strtoull reads it: whitespace, an optional sign,
+    digits, then the end or whitespace (whatever follows is ignored: `5 abc` is 5). strtoull
+    negates a minus, and memcached refuses the result only when it is negative as a signed
+    number: `-0` is 0 and `-18446744073709551615` is 1, as in memcached."""
+    found = _COUNTER.match(value)
+    if found is None:
         return None
-    number = int(text)
-    return number if number <= UINT64 else None
+    digits = found[2].lstrip(b"0") or b"0"
+    if len(digits) > 20 or int(digits) > UINT64:
+        return None  # ERANGE
+    number = int(digits)
+    if found[1] == b"-":
+        number = -number & UINT64
+        if number > INT64_MAX:
+            return None
+    return number
+
+
+_COUNTER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)(?:[ \t\n\v\f\r]|\Z)")
+INT64_MAX = 2**63 - 1
