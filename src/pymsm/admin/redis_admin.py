@@ -26,9 +26,9 @@ import redis.cluster
 from redis import exceptions as rex
 
 from pymsm.core.redis_url import RedisUrl
-from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
+from pymsm.exceptions import StoreError
 from pymsm.stores import redis_clients
-from pymsm.stores.redis import store_key
+from pymsm.stores.redis import Mapped, store_key
 
 from .scan import KeyInfo, ScanInfo, classify
 from .stats import NodeStats
@@ -38,25 +38,12 @@ NODE = "default"  # the one node a Redis URL is to the app
 
 
 @contextlib.contextmanager
-def _mapped(where: str) -> Iterator[None]:
-    """redis-py's errors -> pymsm's, naming the server."""
-    try:
-        yield
-    except (rex.TimeoutError, TimeoutError) as exc:
-        raise StoreTimeout(f"{where} did not answer in time", where) from exc
-    except (rex.ConnectionError, rex.RedisClusterException, rex.ClusterDownError, OSError) as exc:
-        raise StoreUnavailable(f"{where}: {exc or type(exc).__name__}", where) from exc
-    except rex.RedisError as exc:
-        raise StoreError(f"{where}: {type(exc).__name__}: {exc}", where) from exc
-
-
-@contextlib.contextmanager
 def servers(url: RedisUrl, timeout: float) -> Iterator[list[tuple[str, str, Any]]]:
     """(label, address, redis.Redis client) for each server holding sessions; clients closed
     afterwards. Raises StoreError when the deployment cannot be reached at all."""
     client = None
     try:
-        with _mapped(f"{NODE} ({url})"):
+        with Mapped(f"{NODE} ({url})", NODE, timeout):
             client = redis_clients.sync_client(url, timeout)
             if isinstance(client, redis.cluster.RedisCluster):
                 cluster: Any = client  # (redis-py leaves get_primaries untyped)
@@ -86,14 +73,14 @@ def collect(url: RedisUrl, timeout: float, clock: Any) -> list[NodeStats]:
     """One NodeStats per server (see `servers`); an unreachable deployment gives one row down."""
     try:
         with servers(url, timeout) as found:
-            return [server_stats(label, address, c, clock) for label, address, c in found]
+            return [server_stats(label, address, c, timeout, clock) for label, address, c in found]
     except StoreError as exc:
         return [NodeStats(NODE, str(url), False, error=str(exc), sampled_at=clock())]
 
 
-def server_stats(label: str, address: str, client: Any, clock: Any) -> NodeStats:
+def server_stats(label: str, address: str, client: Any, timeout: float, clock: Any) -> NodeStats:
     try:
-        with _mapped(f"{label} ({address})"):
+        with Mapped(f"{label} ({address})", label, timeout):
             info = client.info("everything")
             sampled = clock()
             seconds, _micros = client.time()
@@ -161,19 +148,19 @@ def scan_servers(
     with servers(url, timeout) as found:
         for label, address, client in found:
             info = ScanInfo(method="scan")
-            yield label, info, scan_server(label, address, client, prefix, info)
+            yield label, info, scan_server(label, address, client, prefix, info, timeout)
 
 
 def scan_server(
-    label: str, address: str, client: Any, prefix: str, info: ScanInfo
+    label: str, address: str, client: Any, prefix: str, info: ScanInfo, timeout: float
 ) -> Generator[KeyInfo, None, None]:
     """Every key of one server, a SCAN step at a time (see the module docstring)."""
-    where = f"{label} ({address})"
-    with _mapped(where):
+    mapped = Mapped(f"{label} ({address})", label, timeout)
+    with mapped:
         info.estimated = int(client.dbsize())
     cursor = None
     while cursor != 0:
-        with _mapped(where):
+        with mapped:
             cursor, keys = client.scan(cursor or 0, count=SCAN_STEP)
             if not keys:
                 continue

@@ -4,14 +4,14 @@ Records are decoded with the same RecordFormat, codecs and key layout as the app
 app cannot read is reported as it would be: corrupt, unsigned, unknown codec). Attribute values
 are redacted by default: an operator sees names, types and sizes, not a user's data.
 
-Both read and delete through the app's own stores (`stores.make_stores`), so they work on
-memcached nodes and on Redis (one logical node, `default`, whatever the deployment) alike.
+Both read and delete through the app's own manager and its stores, so they work on memcached
+nodes and on Redis (one logical node, `default`, whatever the deployment) alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from pymsm.core.ids import SessionId
 from pymsm.core.records import TOMBSTONE, RecordFormat, Validity
 from pymsm.exceptions import ConfigError, RecordError, StoreError
 from pymsm.manager import SessionManager
-from pymsm.stores import Store, make_stores
+from pymsm.stores import Store
 
 
 @dataclass
@@ -138,26 +138,32 @@ def decode_copy(copy: Copy, config: Config) -> None:
 
 
 @contextlib.contextmanager
-def node_stores(config: Config, timeout: float) -> Iterator[dict[str, Store]]:
-    """The app's stores for every node, each operation bounded by `timeout`; closed after."""
-    stores = make_stores(Config.from_settings(config, operation_timeout=timeout))
+def _manager(config: Config, timeout: float) -> Iterator[SessionManager]:
+    """The app's manager over its stores (memcached nodes, or Redis), each operation bounded by
+    `timeout`; closed after."""
+    manager = SessionManager(config, sticky=False, operation_timeout=timeout)
     try:
-        yield stores
+        yield manager
     finally:
-        for store in stores.values():
-            store.close()
+        manager.close()
+
+
+def _home(config: Config, sid: SessionId) -> str | None:
+    """The node a session lives on: the one its id names (None: it names none), or the only
+    one."""
+    return sid.node if config.nodes.has_ids else config.nodes.nodes[0].name
 
 
 def show(config: Config, sid: SessionId, timeout: float) -> Report:
     """Read every key of the session on every node (one multi-get per node)."""
-    with node_stores(config, timeout) as stores:
-        return _show(config, sid, stores)
+    with _manager(config, timeout) as manager:
+        return _show(config, sid, manager.stores)
 
 
-def _show(config: Config, sid: SessionId, stores: dict[str, Store]) -> Report:
+def _show(config: Config, sid: SessionId, stores: Mapping[str, Store]) -> Report:
     nodes = config.nodes
-    primary = sid.node if nodes.has_ids else nodes.nodes[0].name
-    if primary not in nodes.names:
+    primary = _home(config, sid)
+    if primary is None or primary not in nodes.names:
         raise ConfigError(
             f"session {sid} names node {sid.node!r}, which memcached_nodes does not list "
             f"({', '.join(nodes.names)})"
@@ -199,13 +205,14 @@ def delete(config: Config, sid: SessionId, timeout: float) -> tuple[dict[str, in
     and the process served its copy and wrote it back (tenth session). Then every node is swept
     of the record, backup and lock keys (copies a relocation may have left outside the window);
     the tombstones stay."""
-    with node_stores(config, timeout) as stores:
-        return _delete(config, sid, timeout, stores)
+    with _manager(config, timeout) as manager:
+        return _delete(config, sid, manager)
 
 
 def _delete(
-    config: Config, sid: SessionId, timeout: float, stores: dict[str, Store]
+    config: Config, sid: SessionId, manager: SessionManager
 ) -> tuple[dict[str, int], dict[str, str]]:
+    stores = manager.stores
     keys = Keys.of(config.key_prefix, sid)
     swept = [keys.record, keys.backup, keys.backup_validity, "lock:" + keys.record]
     held: dict[str, int] = {}
@@ -219,12 +226,8 @@ def _delete(
             unreachable[node.name] = str(exc)
     if not sum(held.values()):
         return held, unreachable
-    manager = SessionManager(config, sticky=False, operation_timeout=timeout)
-    try:
-        manager.run(flows.delete(manager.context(), sid, sticky=True))
-    finally:
-        manager.close()
-    home = sid.node if config.nodes.has_ids else config.nodes.nodes[0].name
+    manager.run(flows.delete(manager.context(), sid, sticky=True))
+    home = _home(config, sid)
     for node in config.nodes:
         if node.name in unreachable:
             continue

@@ -55,11 +55,8 @@ def diagnose(args: argparse.Namespace) -> list[doctor.Finding]:
         return findings
     if config.nodes.redis is not None:  # Redis keeps the copies: its own checks
         stats = collect_config(config, args.timeout, time.time)
-        return (
-            findings
-            + doctor.check_redis(stats, config.nodes.redis.kind)
-            + (doctor.check_memory(stats))
-        )
+        findings += doctor.check_redis(stats, config.nodes.redis.kind)
+        return findings + doctor.check_memory(stats)
     stats = collect(config.nodes, args.timeout, time.time)
     down = [s.node for s in stats if not s.up]
     feats = {}

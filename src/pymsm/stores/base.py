@@ -140,12 +140,15 @@ STALE_AFTER = 1.0
 """Seconds a connection may sit unused before it is checked (`closed_while_idle`) before use."""
 
 
-def closed_while_idle(sock: socket.socket) -> bool:
-    """Whether `sock`, with no reply outstanding, has something to read: the server closed it
-    while it sat unused (memcached's `-o idle_timeout`, Redis's `timeout`, a restart, a proxy's
-    idle limit) or sent what nobody asked for. Either way it must not carry the next command:
-    a waited one would fail though the node is up, a noreply write would be lost without a
-    word. One zero-timeout poll (plain and TLS sockets alike)."""
+def closed_while_idle(sock: socket.socket, used: float, now: float) -> bool:
+    """Whether `sock`, with no reply outstanding and unused since `used` (time.monotonic), has
+    something to read: the server closed it while it sat unused (memcached's `-o idle_timeout`,
+    Redis's `timeout`, a restart, a proxy's idle limit) or sent what nobody asked for. Either
+    way it must not carry the next command: a waited one would fail though the node is up, a
+    noreply write would be lost without a word. Asked only after STALE_AFTER seconds unused,
+    with one zero-timeout poll (plain and TLS sockets alike): a busy connection pays nothing."""
+    if now - used <= STALE_AFTER:
+        return False
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))

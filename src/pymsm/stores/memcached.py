@@ -33,7 +33,6 @@ from pymsm import forks
 from pymsm.core.nodes import Node
 from pymsm.exceptions import StoreError, StoreTimeout, StoreUnavailable
 
-from . import base
 from . import memcached_text as text
 from .base import (
     check_busy_poll,
@@ -160,7 +159,7 @@ class MemcachedStore:
         request's first command, or lose its noreply write, though the node is up."""
         conn: _Connection | None = getattr(self._local, "conn", None)
         now = time.monotonic()
-        if conn is not None and now - conn.used > base.STALE_AFTER and closed_while_idle(conn.sock):
+        if conn is not None and closed_while_idle(conn.sock, conn.used, now):
             self._drop()
             conn = None
         if conn is None:

@@ -84,16 +84,17 @@ def _px(ttl: int) -> int | None:
 _MAPPED = (rex.RedisError, rex.RedisClusterException, OSError)
 
 
-class _Mapped:
-    """redis-py's errors -> pymsm's: timeout, unavailable, too large, other. A reusable context
-    manager object rather than a @contextmanager generator, which cost a few µs per call."""
+class Mapped:
+    """redis-py's errors -> pymsm's: timeout, unavailable, too large, other, naming `where`
+    (the stores, and the operations tools on Redis). A reusable context manager object rather
+    than a @contextmanager generator, which cost a few µs per call."""
 
     __slots__ = ("name", "timeout", "where")
 
-    def __init__(self, store: _Base) -> None:
-        self.where = f"{store.name} ({store.url})"
-        self.name = store.name
-        self.timeout = store.timeout
+    def __init__(self, where: str, name: str, timeout: float) -> None:
+        self.where = where
+        self.name = name
+        self.timeout = timeout
 
     def __enter__(self) -> None:
         return None
@@ -125,7 +126,7 @@ class _Base:
         self.timeout = operation_timeout
         self.name = name
         self.cluster = self.url.kind == "cluster"
-        self._mapped = _Mapped(self)  # one instance: it wraps every call
+        self._mapped = Mapped(f"{name} ({self.url})", name, operation_timeout)  # wraps every call
 
     @staticmethod
     def _found(keys: Sequence[str], values: Sequence[bytes | None]) -> dict[str, bytes]:

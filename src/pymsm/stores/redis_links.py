@@ -32,7 +32,6 @@ from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ReadOnlyError, ResponseError
 
-from . import base
 from .base import closed_while_idle, kernel_timeouts, polled_recv
 from .redis_clients import close_sync
 
@@ -182,9 +181,8 @@ class DirectLink:
         now = time.monotonic()
         if (
             wire.sock is not None
-            and now - wire.used > base.STALE_AFTER
             and not wire.owed  # (an owed reply makes it readable; reading it finds out)
-            and closed_while_idle(wire.sock)
+            and closed_while_idle(wire.sock, wire.used, now)
         ):
             wire.drop()  # Redis's `timeout`, a restart: reopened below, before any command
         wire.used = now
